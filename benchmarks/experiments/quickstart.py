@@ -1,0 +1,113 @@
+"""Quick convex report: softmax-weighted GD vs subgradient vs average risk vs Group DRO.
+
+On a built-in quadratic problem, every method of :func:`minimax_core.minimize_max` runs
+with its defaults and is compared with the CVXPY + Clarabel optimum: gap ``F(x_t) - F*``
+per step, log-log.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+import minimax_core as mc
+
+from ..common import Experiment, Report, save_figure, write_json
+
+METHODS = (
+    ("softmax", {"temperature": 0.1}),
+    ("softmax", {"temperature": 0.01}),
+    ("subgradient", {}),
+    ("average", {}),
+    ("group_dro", {}),
+)
+
+
+def _label(method: str, options: dict[str, float]) -> str:
+    return method + ("" if not options else f" (tau={options['temperature']:g})")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--num-tasks", type=int, default=None, help="M (default 20, quick 10)")
+    parser.add_argument("--dim", type=int, default=None, help="d (default 100, quick 50)")
+    parser.add_argument("--steps", type=int, default=None, help="budget per method (default 2000)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> Report:
+    m = args.num_tasks or (10 if args.quick else 20)
+    d = args.dim or (50 if args.quick else 100)
+    steps = args.steps or 2000
+    problem = mc.problems.random_quadratic(num_tasks=m, dim=d, mu=1.0, smoothness=10.0, seed=args.seed)
+    ref = mc.reference.solve_cvxpy(problem)
+    if not ref.success:
+        raise RuntimeError(f"the CVXPY reference did not solve the problem: {ref.message}")
+    rows = []
+    for method, options in METHODS:
+        res = mc.minimize_max(problem, method=method, steps=steps, **options)
+        rows.append(
+            {
+                "method": method,
+                "label": _label(method, options),
+                "options": options,
+                "gap": res.fun - ref.fun,
+                "nit": res.nit,
+                "message": res.message,
+                "history_step": res.history["step"],
+                "history_gap": res.history["fun"] - ref.fun,
+            }
+        )
+    out: Path = args.out
+    payload = {
+        "experiment": "quickstart",
+        "problem": {"family": "random_quadratic", "num_tasks": m, "dim": d, "mu": 1.0,
+                    "smoothness": 10.0, "seed": args.seed},
+        "steps": steps,
+        "cvxpy": {"fun": ref.fun, "status": ref.message, "wall_seconds": ref.info["wall_seconds"]},
+        "methods": rows,
+    }
+    json_path = write_json(out / "quickstart.json", payload)
+    png_path = _plot(rows, out / "quickstart.png", m, d)
+    for r in rows:
+        print(f"  {r['label']:<22} gap {r['gap']:.3e} after {r['nit']} steps")
+    table = "\n".join(f"| {r['label']} | {r['gap']:.2e} | {r['nit']} |" for r in rows)
+    md = (
+        f"![quickstart](quickstart.png)\n\n"
+        f"Gap to the CVXPY optimum ({ref.fun:.6f}) per step for each method on "
+        f"`random_quadratic(M={m}, d={d}, mu=1, smoothness=10)`. The subgradient method and "
+        "Group DRO converge at their O(1/T) / O(1/sqrt T) rates, average risk converges fast "
+        "to the wrong point, and softmax GD with the step its theory allows, "
+        "1/(L + G^2/tau), stalls at a gap of order tau log M or above.\n\n"
+        "| method | final gap | steps |\n|---|---|---|\n" + table + "\n"
+    )
+    return Report(json_path, (png_path,), md, {r["label"]: r["gap"] for r in rows})
+
+
+def _plot(rows: list[dict], path: Path, m: int, d: int) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        steps = np.maximum(np.asarray(r["history_step"]), 1)
+        gap = np.maximum(np.asarray(r["history_gap"]), 1e-16)
+        ax.loglog(steps, gap, label=r["label"], lw=1.8)
+    ax.set_xlabel("iteration t (oracle calls)")
+    ax.set_ylabel("gap F(x_t) - F*  (loss units)")
+    ax.set_title(f"min-max of {m} quadratic tasks in R^{d}: gap to the CVXPY optimum")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return save_figure(fig, path)
+
+
+EXPERIMENT = Experiment(
+    name="quickstart",
+    summary="convex report: softmax GD vs subgradient vs average risk vs Group DRO against CVXPY",
+    run=run,
+    add_arguments=add_arguments,
+    quickstart_order=0,
+)

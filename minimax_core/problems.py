@@ -1,0 +1,552 @@
+"""Task sets ``L_1..L_M: R^d -> R`` with known constants.
+
+Any object with ``num_tasks``, ``dim``, ``losses(x) -> (M,)`` and ``jacobian(x) -> (M, d)``
+is a problem (see :class:`TaskSet`); the solvers accept user problems. The families here
+also know their constants and can sample minibatch estimates for the stochastic setting:
+
+- ``mu``: every ``L_i`` is ``mu``-strongly convex (``mu = min_i lambda_min(hess L_i)``);
+- ``smoothness``: every ``L_i`` is ``smoothness``-smooth (``max_i lambda_max``);
+- ``lipschitz(center, radius)``: a bound ``G >= ||grad L_i(x)||`` for all i on the ball
+  ``||x - center|| <= radius``;
+- ``sample(x, batch_size, rng)``: unbiased minibatch estimates of ``losses`` and ``jacobian``;
+- ``hessians(x) -> (M, d, d)`` and ``cvxpy_losses(cp, x)`` (used by the CVXPY reference).
+
+Families: :class:`QuadraticTasks` (and :func:`random_quadratic`), :class:`LeastSquaresTasks`
+built from samples (and the population model :class:`RegressionFamily` that generates
+them), and :class:`LogisticTasks` (L2-regularised logistic regression on samples).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "LeastSquaresTasks",
+    "LogisticTasks",
+    "QuadraticTasks",
+    "RegressionFamily",
+    "TaskSet",
+    "check_problem",
+    "generic_lipschitz",
+    "logistic_tasks",
+    "random_quadratic",
+    "regression_family",
+]
+
+Float = NDArray[np.float64]
+
+
+@runtime_checkable
+class TaskSet(Protocol):
+    """What every solver needs: ``M`` tasks on ``R^d`` with losses and gradients."""
+
+    @property
+    def num_tasks(self) -> int: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def losses(self, x: Float) -> Float: ...
+
+    def jacobian(self, x: Float) -> Float: ...
+
+
+def check_problem(problem: Any) -> None:
+    """Raise ``TypeError`` naming what a problem object lacks."""
+    for name in ("num_tasks", "dim"):
+        value = getattr(problem, name, None)
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise TypeError(
+                f"problem.{name} must be an integer >= 1, got {value!r} "
+                f"(a problem needs num_tasks, dim, losses(x) and jacobian(x))"
+            )
+    for name in ("losses", "jacobian"):
+        if not callable(getattr(problem, name, None)):
+            raise TypeError(
+                f"problem has no method {name}(x); a problem needs num_tasks, dim, "
+                "losses(x) -> (M,) and jacobian(x) -> (M, d)"
+            )
+
+
+def _float_array(name: str, value: ArrayLike, ndim: int) -> Float:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-d array, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite (no NaN or Inf)")
+    return arr
+
+
+def _check_nonneg(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def _check_pos_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def generic_lipschitz(problem: Any, center: Float, radius: float) -> float:
+    """``max_i ||grad L_i(center)|| + smoothness * radius``.
+
+    Valid for any ``smoothness``-smooth tasks: ``||grad L_i(x)|| <= ||grad L_i(c)|| +
+    smoothness ||x - c||`` on the ball ``||x - c|| <= radius``.
+    """
+    g = problem.jacobian(np.asarray(center, dtype=np.float64))
+    return float(np.max(np.linalg.norm(g, axis=1)) + problem.smoothness * radius)
+
+
+class QuadraticTasks:
+    """``L_i(x) = 0.5 (x - c_i)' A_i (x - c_i) + b_i`` with symmetric PSD ``A_i``.
+
+    Arrays: ``hessians`` ``(M, d, d)``, ``centers`` ``(M, d)``, ``offsets`` ``(M,)``. The
+    constants ``mu = min_i lambda_min(A_i)`` and ``smoothness = max_i lambda_max(A_i)`` are
+    computed from the eigenvalues unless ``eigenvalue_range=(mu, smoothness)`` is given by a
+    generator that knows them exactly.
+
+    ``sample`` perturbs each center by ``xi ~ N(0, noise_scale^2 I / batch_size)``: the loss
+    estimate ``0.5 (x-c-xi)' A (x-c-xi) + b - 0.5 noise_scale^2 tr(A) / batch_size`` and the
+    gradient estimate ``A (x - c - xi)`` are unbiased.
+    """
+
+    def __init__(
+        self,
+        hessians: ArrayLike,
+        centers: ArrayLike,
+        offsets: ArrayLike,
+        *,
+        eigenvalue_range: tuple[float, float] | None = None,
+        noise_scale: float = 1.0,
+    ) -> None:
+        a = _float_array("hessians", hessians, 3)
+        c = _float_array("centers", centers, 2)
+        b = _float_array("offsets", offsets, 1)
+        m, d = c.shape
+        if a.shape != (m, d, d):
+            raise ValueError(f"hessians must have shape (M, d, d) = ({m}, {d}, {d}), got {a.shape}")
+        if b.shape != (m,):
+            raise ValueError(f"offsets must have shape (M,) = ({m},), got {b.shape}")
+        scale = max(float(np.max(np.abs(a))), 1.0)
+        if not np.allclose(a, np.swapaxes(a, 1, 2), rtol=0.0, atol=1e-10 * scale):
+            raise ValueError("hessians must be symmetric: A_i == A_i.T for every task")
+        a = 0.5 * (a + np.swapaxes(a, 1, 2))
+        if eigenvalue_range is None:
+            eig = np.linalg.eigvalsh(a)
+            lo, hi = float(eig[:, 0].min()), float(eig[:, -1].max())
+            if lo < -1e-10 * max(hi, 1.0):
+                raise ValueError(
+                    f"hessians must be positive semidefinite; the smallest eigenvalue is {lo:.3g}"
+                )
+            lo = max(lo, 0.0)
+        else:
+            lo, hi = (float(v) for v in eigenvalue_range)
+            if not 0.0 <= lo <= hi:
+                raise ValueError(f"eigenvalue_range must satisfy 0 <= mu <= smoothness, got {eigenvalue_range}")
+        self.hessian_stack: Float = a
+        self.centers: Float = c
+        self.offsets: Float = b
+        self.mu: float = lo
+        self.smoothness: float = hi
+        self.noise_scale: float = _check_nonneg("noise_scale", noise_scale)
+        self._flat = a.reshape(m * d, d)
+        self._a_c = np.einsum("mij,mj->mi", a, c)
+
+    @property
+    def num_tasks(self) -> int:
+        return int(self.centers.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.centers.shape[1])
+
+    def jacobian(self, x: Float) -> Float:
+        """Rows ``A_i (x - c_i)``: one ``(M d) x d`` matrix-vector product."""
+        return (self._flat @ x).reshape(self.num_tasks, self.dim) - self._a_c
+
+    def losses(self, x: Float) -> Float:
+        return self.value_and_jacobian(x)[0]
+
+    def value_and_jacobian(self, x: Float) -> tuple[Float, Float]:
+        g = self.jacobian(x)
+        return 0.5 * np.einsum("mi,mi->m", x - self.centers, g) + self.offsets, g
+
+    def hessians(self, x: Float | None = None) -> Float:
+        return self.hessian_stack
+
+    def lipschitz(self, center: Float, radius: float) -> float:
+        """``max_i ||A_i (center - c_i)|| + smoothness * radius`` (see :func:`generic_lipschitz`)."""
+        return generic_lipschitz(self, center, radius)
+
+    def sample(
+        self, x: Float, batch_size: int, rng: np.random.Generator
+    ) -> tuple[Float, Float]:
+        batch_size = _check_pos_int("batch_size", batch_size)
+        sd = self.noise_scale / math.sqrt(batch_size)
+        xi = rng.standard_normal(self.centers.shape) * sd
+        g = self.jacobian(x) - np.einsum("mij,mj->mi", self.hessian_stack, xi)
+        diff = x - self.centers - xi
+        trace = np.einsum("mii->m", self.hessian_stack)
+        values = 0.5 * np.einsum("mi,mi->m", diff, g) + self.offsets - 0.5 * sd**2 * trace
+        return values, g
+
+    def cvxpy_losses(self, cp: Any, x: Any) -> list[Any]:
+        return [
+            0.5 * cp.quad_form(x - self.centers[i], self.hessian_stack[i], assume_PSD=True)
+            + self.offsets[i]
+            for i in range(self.num_tasks)
+        ]
+
+
+def _orthogonal_stack(rng: np.random.Generator, m: int, d: int) -> Float:
+    """``m`` Haar-random orthogonal ``d x d`` matrices (QR with the sign fix)."""
+    q, r = np.linalg.qr(rng.standard_normal((m, d, d)))
+    signs = np.sign(np.diagonal(r, axis1=1, axis2=2))
+    signs[signs == 0] = 1.0
+    return q * signs[:, None, :]
+
+
+def _spectra(rng: np.random.Generator, m: int, d: int, mu: float, smoothness: float) -> Float:
+    """Log-uniform eigenvalues in ``[mu, smoothness]``; every task has both end points when
+    ``d >= 2`` (for ``d = 1`` the first two tasks take ``mu`` and ``smoothness``)."""
+    lo = math.log(mu)
+    hi = math.log(smoothness)
+    u = rng.uniform(lo, hi, size=(m, d))
+    if d >= 2:
+        u[:, 0], u[:, -1] = lo, hi
+    else:
+        u[0, 0] = lo
+        if m >= 2:
+            u[1, 0] = hi
+    return np.exp(np.sort(u, axis=1))
+
+
+def random_quadratic(
+    num_tasks: int,
+    dim: int,
+    mu: float = 1.0,
+    smoothness: float = 10.0,
+    seed: int = 0,
+    *,
+    center_scale: float = 1.0,
+    offset_scale: float = 1.0,
+    noise_scale: float = 1.0,
+) -> QuadraticTasks:
+    """Random quadratic tasks with exact constants ``mu`` and ``smoothness``.
+
+    ``A_i = Q_i diag(lambda_i) Q_i'`` with Haar-random ``Q_i`` and log-uniform eigenvalues
+    in ``[mu, smoothness]`` (both end points attained); centers ``c_i ~ N(0, I
+    center_scale^2 / d)`` (so ``||c_i|| ~ center_scale``); offsets ``b_i ~ U(0,
+    offset_scale)``.
+    """
+    num_tasks = _check_pos_int("num_tasks", num_tasks)
+    dim = _check_pos_int("dim", dim)
+    mu, smoothness = float(mu), float(smoothness)
+    if not (math.isfinite(mu) and mu > 0):
+        raise ValueError(f"mu must be a finite number > 0, got {mu!r}")
+    if not (math.isfinite(smoothness) and smoothness >= mu):
+        raise ValueError(f"smoothness must be a finite number >= mu = {mu}, got {smoothness!r}")
+    if dim == 1 and num_tasks == 1 and smoothness != mu:
+        raise ValueError("dim=1 with num_tasks=1 has one eigenvalue: it needs mu == smoothness")
+    rng = np.random.default_rng(seed)
+    q = _orthogonal_stack(rng, num_tasks, dim)
+    lam = _spectra(rng, num_tasks, dim, mu, smoothness)
+    a = np.einsum("mij,mj,mkj->mik", q, lam, q)
+    centers = rng.standard_normal((num_tasks, dim)) * (center_scale / math.sqrt(dim))
+    offsets = rng.uniform(0.0, offset_scale, size=num_tasks)
+    return QuadraticTasks(
+        a, centers, offsets, eigenvalue_range=(mu, smoothness), noise_scale=noise_scale
+    )
+
+
+def _padded(
+    name: str, arrays: Sequence[ArrayLike], ndim: int
+) -> tuple[Float, NDArray[np.int64]]:
+    """Stack per-task arrays of different lengths into ``(M, n_max, ...)`` with zero rows."""
+    if len(arrays) == 0:
+        raise ValueError(f"{name} must hold one array per task (at least one task)")
+    items = [_float_array(f"{name}[{i}]", a, ndim) for i, a in enumerate(arrays)]
+    counts = np.array([len(a) for a in items], dtype=np.int64)
+    if np.any(counts == 0):
+        raise ValueError(f"{name}[{int(np.argmin(counts))}] is empty: every task needs samples")
+    out = np.zeros((len(items), int(counts.max()), *items[0].shape[1:]))
+    for i, a in enumerate(items):
+        if a.shape[1:] != items[0].shape[1:]:
+            raise ValueError(f"{name}[{i}] has shape {a.shape}, others have {items[0].shape[1:]}")
+        out[i, : len(a)] = a
+    return out, counts
+
+
+class LeastSquaresTasks(QuadraticTasks):
+    """``L_i(x) = 1/(2 n_i) ||X_i x - y_i||^2 + (l2/2) ||x||^2`` from per-task samples.
+
+    The loss is the quadratic ``0.5 (x - c_i)' H_i (x - c_i) + b_i`` with ``H_i = X_i'X_i/n_i
+    + l2 I``, ``c_i = H_i^{-1} X_i'y_i/n_i`` and ``b_i = L_i(c_i)``, so every quadratic
+    method applies. Every ``H_i`` must be positive definite (``n_i >= d`` with full rank, or
+    ``l2 > 0``). ``sample`` draws ``batch_size`` rows of each task with replacement.
+    """
+
+    def __init__(
+        self, designs: Sequence[ArrayLike], targets: Sequence[ArrayLike], l2: float = 0.0
+    ) -> None:
+        x, counts = _padded("designs", designs, 2)
+        y, y_counts = _padded("targets", targets, 1)
+        if len(designs) != len(targets) or np.any(counts != y_counts):
+            raise ValueError("designs and targets must have the same number of rows per task")
+        l2 = _check_nonneg("l2", l2)
+        m, _, d = x.shape
+        n = counts.astype(np.float64)
+        h = np.einsum("mni,mnj->mij", x, x) / n[:, None, None] + l2 * np.eye(d)
+        xty = np.einsum("mni,mn->mi", x, y) / n[:, None]
+        try:
+            np.linalg.cholesky(h)
+        except np.linalg.LinAlgError as err:
+            raise ValueError(
+                "every task's X_i'X_i/n_i + l2 I must be positive definite: give n_i >= dim "
+                "samples of full rank, or l2 > 0"
+            ) from err
+        centers = np.linalg.solve(h, xty[..., None])[..., 0]
+        offsets = 0.5 * np.einsum("mn,mn->m", y, y) / n - 0.5 * np.einsum("mi,mi->m", xty, centers)
+        super().__init__(h, centers, offsets)
+        self.designs: Float = x
+        self.targets: Float = y
+        self.counts: NDArray[np.int64] = counts
+        self.l2: float = l2
+
+    def sample(
+        self, x: Float, batch_size: int, rng: np.random.Generator
+    ) -> tuple[Float, Float]:
+        batch_size = _check_pos_int("batch_size", batch_size)
+        m = self.num_tasks
+        idx = (rng.random((m, batch_size)) * self.counts[:, None]).astype(np.int64)
+        rows = np.take_along_axis(self.designs, idx[..., None], axis=1)  # (M, B, d)
+        ys = np.take_along_axis(self.targets, idx, axis=1)  # (M, B)
+        resid = rows @ x - ys
+        values = 0.5 * np.mean(resid**2, axis=1) + 0.5 * self.l2 * float(x @ x)
+        grads = np.einsum("mb,mbi->mi", resid, rows) / batch_size + self.l2 * x
+        return values, grads
+
+    def cvxpy_losses(self, cp: Any, x: Any) -> list[Any]:
+        out = []
+        for i in range(self.num_tasks):
+            n = int(self.counts[i])
+            xi, yi = self.designs[i, :n], self.targets[i, :n]
+            out.append(
+                cp.sum_squares(xi @ x - yi) / (2 * n) + 0.5 * self.l2 * cp.sum_squares(x)
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class RegressionFamily:
+    """Population model of linear-regression tasks (the Section 5 generator).
+
+    Task ``i`` draws ``a ~ N(0, Sigma_i)`` and ``y = a' theta_i + noise * eps``; its
+    population loss ``E[(a'x - y)^2]/2 = 0.5 (x - theta_i)' Sigma_i (x - theta_i) + noise^2/2``
+    is a :class:`QuadraticTasks` (``population()``); ``empirical(n)`` draws ``n`` samples per
+    task and returns the :class:`LeastSquaresTasks` on them.
+    """
+
+    covariances: Float  # (M, d, d)
+    parameters: Float  # (M, d)
+    noise: float
+    eigenvalue_range: tuple[float, float]
+
+    @property
+    def num_tasks(self) -> int:
+        return int(self.parameters.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.parameters.shape[1])
+
+    def population(self) -> QuadraticTasks:
+        offsets = np.full(self.num_tasks, 0.5 * self.noise**2)
+        return QuadraticTasks(
+            self.covariances, self.parameters, offsets, eigenvalue_range=self.eigenvalue_range
+        )
+
+    def sample_task(
+        self, task: int, num_samples: int, rng: np.random.Generator
+    ) -> tuple[Float, Float]:
+        """``num_samples`` rows ``(X, y)`` of one task."""
+        num_samples = _check_pos_int("num_samples", num_samples)
+        if not 0 <= task < self.num_tasks:
+            raise ValueError(f"task must be in [0, {self.num_tasks - 1}], got {task}")
+        chol = np.linalg.cholesky(self.covariances[task])
+        a = rng.standard_normal((num_samples, self.dim)) @ chol.T
+        y = a @ self.parameters[task] + self.noise * rng.standard_normal(num_samples)
+        return a, y
+
+    def empirical(self, num_samples: int, seed: int = 0, l2: float = 0.0) -> LeastSquaresTasks:
+        rng = np.random.default_rng(seed)
+        pairs = [self.sample_task(i, num_samples, rng) for i in range(self.num_tasks)]
+        return LeastSquaresTasks([p[0] for p in pairs], [p[1] for p in pairs], l2=l2)
+
+
+def regression_family(
+    num_tasks: int,
+    dim: int,
+    *,
+    mu: float = 0.5,
+    smoothness: float = 5.0,
+    task_spread: float = 1.0,
+    noise: float = 0.5,
+    seed: int = 0,
+) -> RegressionFamily:
+    """Linear-regression tasks that share a parameter up to task-specific deviations.
+
+    ``theta_i = theta_0 + task_spread * delta_i`` with ``theta_0, delta_i ~ N(0, I/d)``;
+    ``Sigma_i`` random with eigenvalues log-uniform in ``[mu, smoothness]``.
+    """
+    num_tasks = _check_pos_int("num_tasks", num_tasks)
+    dim = _check_pos_int("dim", dim)
+    if not (0 < mu <= smoothness < math.inf):
+        raise ValueError(f"need 0 < mu <= smoothness < inf, got mu={mu}, smoothness={smoothness}")
+    _check_nonneg("task_spread", task_spread)
+    _check_nonneg("noise", noise)
+    rng = np.random.default_rng(seed)
+    q = _orthogonal_stack(rng, num_tasks, dim)
+    lam = _spectra(rng, num_tasks, dim, mu, smoothness)
+    cov = np.einsum("mij,mj,mkj->mik", q, lam, q)
+    cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
+    theta0 = rng.standard_normal(dim) / math.sqrt(dim)
+    theta = theta0 + task_spread * rng.standard_normal((num_tasks, dim)) / math.sqrt(dim)
+    return RegressionFamily(cov, theta, float(noise), (float(mu), float(smoothness)))
+
+
+class LogisticTasks:
+    """``L_i(x) = mean_k log(1 + exp(-y_ik a_ik' x)) + (l2/2) ||x||^2``, labels in {-1, +1}.
+
+    Constants: ``mu = l2``; ``smoothness = max_i lambda_max(A_i'A_i)/(4 n_i) + l2``
+    (the logistic loss has curvature at most 1/4).
+    """
+
+    def __init__(
+        self, features: Sequence[ArrayLike], labels: Sequence[ArrayLike], l2: float
+    ) -> None:
+        a, counts = _padded("features", features, 2)
+        y, y_counts = _padded("labels", labels, 1)
+        if len(features) != len(labels) or np.any(counts != y_counts):
+            raise ValueError("features and labels must have the same number of rows per task")
+        for i, n in enumerate(counts):
+            if not np.all(np.isin(y[i, :n], (-1.0, 1.0))):
+                raise ValueError(f"labels[{i}] must contain only -1 and +1")
+        l2 = float(l2)
+        if not (math.isfinite(l2) and l2 > 0):
+            raise ValueError(f"l2 must be a finite number > 0 (it is mu), got {l2!r}")
+        m, nmax, d = a.shape
+        self.features: Float = a
+        self.labels: Float = y
+        self.counts: NDArray[np.int64] = counts
+        self.l2: float = l2
+        self._mask = (np.arange(nmax)[None, :] < counts[:, None]).astype(np.float64)
+        self._inv_n = 1.0 / counts.astype(np.float64)
+        gram_max = max(
+            float(np.linalg.eigvalsh(a[i, :n].T @ a[i, :n])[-1]) / n for i, n in enumerate(counts)
+        )
+        self.mu: float = l2
+        self.smoothness: float = 0.25 * gram_max + l2
+
+    @property
+    def num_tasks(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[2])
+
+    def _margins(self, x: Float) -> Float:
+        return self.labels * (self.features @ x)  # (M, n_max)
+
+    def losses(self, x: Float) -> Float:
+        per = np.logaddexp(0.0, -self._margins(x)) * self._mask
+        return per.sum(axis=1) * self._inv_n + 0.5 * self.l2 * float(x @ x)
+
+    def jacobian(self, x: Float) -> Float:
+        return self.value_and_jacobian(x)[1]
+
+    def value_and_jacobian(self, x: Float) -> tuple[Float, Float]:
+        z = self._margins(x)
+        values = (np.logaddexp(0.0, -z) * self._mask).sum(axis=1) * self._inv_n
+        coef = -self.labels * _sigmoid(-z) * self._mask * self._inv_n[:, None]
+        grads = np.einsum("mn,mni->mi", coef, self.features) + self.l2 * x
+        return values + 0.5 * self.l2 * float(x @ x), grads
+
+    def hessians(self, x: Float) -> Float:
+        s = _sigmoid(self._margins(x))
+        curv = s * (1.0 - s) * self._mask * self._inv_n[:, None]
+        h = np.einsum("mn,mni,mnj->mij", curv, self.features, self.features)
+        return h + self.l2 * np.eye(self.dim)
+
+    def lipschitz(self, center: Float, radius: float) -> float:
+        """The smaller of :func:`generic_lipschitz` and ``max ||a|| + l2 (||center|| + radius)``."""
+        center = np.asarray(center, dtype=np.float64)
+        row_bound = float(np.max(np.linalg.norm(self.features, axis=2)))
+        direct = row_bound + self.l2 * (float(np.linalg.norm(center)) + radius)
+        return min(direct, generic_lipschitz(self, center, radius))
+
+    def sample(
+        self, x: Float, batch_size: int, rng: np.random.Generator
+    ) -> tuple[Float, Float]:
+        batch_size = _check_pos_int("batch_size", batch_size)
+        idx = (rng.random((self.num_tasks, batch_size)) * self.counts[:, None]).astype(np.int64)
+        rows = np.take_along_axis(self.features, idx[..., None], axis=1)
+        ys = np.take_along_axis(self.labels, idx, axis=1)
+        z = ys * (rows @ x)
+        values = np.mean(np.logaddexp(0.0, -z), axis=1) + 0.5 * self.l2 * float(x @ x)
+        coef = -ys * _sigmoid(-z) / batch_size
+        grads = np.einsum("mb,mbi->mi", coef, rows) + self.l2 * x
+        return values, grads
+
+    def cvxpy_losses(self, cp: Any, x: Any) -> list[Any]:
+        out = []
+        for i in range(self.num_tasks):
+            n = int(self.counts[i])
+            ai, yi = self.features[i, :n], self.labels[i, :n]
+            out.append(
+                cp.sum(cp.logistic(-cp.multiply(yi, ai @ x))) / n
+                + 0.5 * self.l2 * cp.sum_squares(x)
+            )
+        return out
+
+
+def _sigmoid(z: Float) -> Float:
+    out: Float = 0.5 * (1.0 + np.tanh(0.5 * z))
+    return out
+
+
+def logistic_tasks(
+    num_tasks: int,
+    dim: int,
+    num_samples: int = 100,
+    *,
+    l2: float = 0.1,
+    task_spread: float = 1.0,
+    seed: int = 0,
+) -> LogisticTasks:
+    """Random logistic-regression tasks: features ``N(0, I/d)`` shifted per task, labels from
+    per-task parameters ``theta_i = theta_0 + task_spread * delta_i`` through the logistic link."""
+    num_tasks = _check_pos_int("num_tasks", num_tasks)
+    dim = _check_pos_int("dim", dim)
+    num_samples = _check_pos_int("num_samples", num_samples)
+    rng = np.random.default_rng(seed)
+    theta0 = rng.standard_normal(dim) * 2.0
+    feats, labels = [], []
+    for _ in range(num_tasks):
+        theta = theta0 + task_spread * rng.standard_normal(dim) * 2.0
+        a = rng.standard_normal((num_samples, dim)) / math.sqrt(dim) + rng.standard_normal(dim) * 0.3
+        p = _sigmoid(a @ theta)
+        y = np.where(rng.random(num_samples) < p, 1.0, -1.0)
+        feats.append(a)
+        labels.append(y)
+    return LogisticTasks(feats, labels, l2=l2)

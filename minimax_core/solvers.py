@@ -1,0 +1,584 @@
+"""``minimize_max``: solve ``min_x max_i L_i(x)`` with the paper's method and its baselines.
+
+========================  ==============================================================
+method                    iteration
+========================  ==============================================================
+``"softmax"``             ``w = softmax(L(x)/temperature)``; ``x <- x - eta sum_i w_i grad L_i``
+                          (gradient descent on ``F_tau``; ``eta = 1/(L + G^2/tau)`` by default)
+``"subgradient"``         hardmax weights (a subgradient of ``F``), projected on a ball that
+                          holds ``x*``; ``eta_t = 2/(mu (t+1))`` with the average
+                          ``sum t x_t / sum t`` (strongly convex) or ``eta_t = 2R/(G sqrt t)``
+                          with the best iterate (``schedule="sqrt"``, convex)
+``"average"``             gradient descent on ``mean_i L_i`` (average risk)
+``"group_dro"``           exponentiated-gradient weights ``q <- q exp(eta_q L)`` (Group DRO)
+                          with projected steps on ``x`` and the ``t``-weighted average
+``"auto"``                the most accurate method available for the problem
+========================  ==============================================================
+
+``stochastic=True`` replaces ``losses``/``jacobian`` by the problem's minibatch estimates
+(``problem.sample(x, batch_size, rng)``, seeded by ``seed``) with decreasing steps
+``1/(mu t + L_step)`` and the ``t``-weighted average of the iterates.
+
+The result carries the scipy names (``x, fun, nit, nfev, success, status, message``) plus
+``history`` (``step``, ``fun``, ``nfev`` on a geometric grid of steps), the task ``weights``
+at the end and, where the method gives one, a ``certificate``: an upper bound on
+``F(x) - F*``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import bounds, weights
+from .problems import check_problem
+
+__all__ = ["METHODS", "Iterate", "Result", "geometric_grid", "minimize_max"]
+
+Float = NDArray[np.float64]
+
+
+class Iterate(NamedTuple):
+    """What a callback sees after each step: ``fun`` is ``F`` at the current ``x``."""
+
+    step: int
+    x: Float
+    fun: float
+
+
+@dataclass(frozen=True)
+class Result:
+    """Outcome of :func:`minimize_max`, with ``scipy.optimize.OptimizeResult`` field names.
+
+    ``status``: 0 converged (``tol`` met), 1 step budget reached, 2 stopped by the callback,
+    3 non-finite values (divergence). ``success`` is ``status == 0``.
+    """
+
+    x: Float
+    fun: float
+    nit: int
+    nfev: int
+    success: bool
+    status: int
+    message: str
+    method: str
+    history: dict[str, Float]
+    weights: Float | None = None
+    certificate: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def geometric_grid(steps: int, num: int = 100) -> NDArray[np.int64]:
+    """Sorted unique integers from 0 to ``steps`` spaced geometrically (about ``num``)."""
+    if steps <= 0:
+        return np.zeros(1, dtype=np.int64)
+    grid = np.unique(np.round(np.geomspace(1, steps, num)).astype(np.int64))
+    return np.concatenate([[0], grid])
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+class _Oracle:
+    """Counts evaluations and checks the problem's outputs once."""
+
+    def __init__(self, problem: Any) -> None:
+        self.problem = problem
+        self.nfev = 0
+        self._vj = getattr(problem, "value_and_jacobian", None)
+
+    def __call__(self, x: Float) -> tuple[Float, Float]:
+        self.nfev += 1
+        if self._vj is not None:
+            v, g = self._vj(x)
+        else:
+            v, g = self.problem.losses(x), self.problem.jacobian(x)
+        return np.asarray(v, dtype=np.float64), np.asarray(g, dtype=np.float64)
+
+    def sample(self, x: Float, batch_size: int, rng: np.random.Generator) -> tuple[Float, Float]:
+        self.nfev += 1
+        v, g = self.problem.sample(x, batch_size, rng)
+        return np.asarray(v, dtype=np.float64), np.asarray(g, dtype=np.float64)
+
+
+def _check_outputs(problem: Any, values: Float, jac: Float) -> None:
+    m, d = problem.num_tasks, problem.dim
+    if values.shape != (m,):
+        raise ValueError(f"problem.losses(x) must return shape (num_tasks,) = ({m},), got {values.shape}")
+    if jac.shape != (m, d):
+        raise ValueError(
+            f"problem.jacobian(x) must return shape (num_tasks, dim) = ({m}, {d}), got {jac.shape}"
+        )
+    if not (np.all(np.isfinite(values)) and np.all(np.isfinite(jac))):
+        raise ValueError("problem.losses/jacobian returned NaN or Inf at x0")
+
+
+def _max_loss(problem: Any, x: Float) -> float:
+    return float(np.max(problem.losses(x)))
+
+
+class _Recorder:
+    """History on a geometric grid, the callback, and the stopping status."""
+
+    def __init__(
+        self,
+        problem: Any,
+        steps: int,
+        callback: Callable[[Iterate], bool | None] | None,
+        oracle: _Oracle,
+    ) -> None:
+        self.problem = problem
+        self.grid = set(geometric_grid(steps).tolist())
+        self.callback = callback
+        self.oracle = oracle
+        self.steps: list[int] = []
+        self.funs: list[float] = []
+        self.nfevs: list[int] = []
+
+    def record(self, step: int, report: Callable[[], Float], force: bool = False) -> None:
+        if force or step in self.grid:
+            if self.steps and self.steps[-1] == step:
+                return
+            self.steps.append(step)
+            self.funs.append(_max_loss(self.problem, report()))
+            self.nfevs.append(self.oracle.nfev)
+
+    def stop_requested(self, step: int, x: Float, fun: float) -> bool:
+        return bool(self.callback is not None and self.callback(Iterate(step, x, fun)))
+
+    def history(self) -> dict[str, Float]:
+        return {
+            "step": np.asarray(self.steps, dtype=np.int64),
+            "fun": np.asarray(self.funs, dtype=np.float64),
+            "nfev": np.asarray(self.nfevs, dtype=np.int64),
+        }
+
+
+_MESSAGES = {
+    0: "converged: tolerance met",
+    1: "step budget reached before the tolerance",
+    2: "stopped by the callback",
+    3: "diverged: non-finite losses or gradients",
+}
+
+
+def _result(
+    method: str,
+    x: Float,
+    status: int,
+    nit: int,
+    rec: _Recorder,
+    *,
+    weights_out: Float | None = None,
+    certificate: float | None = None,
+    info: dict[str, Any] | None = None,
+    message: str | None = None,
+) -> Result:
+    rec.record(nit, lambda: x, force=True)
+    fun = _max_loss(rec.problem, x) if status != 3 else math.nan
+    return Result(
+        x=x,
+        fun=fun,
+        nit=nit,
+        nfev=rec.oracle.nfev,
+        success=status == 0,
+        status=status,
+        message=message or _MESSAGES[status],
+        method=method,
+        history=rec.history(),
+        weights=weights_out,
+        certificate=certificate,
+        info=info or {},
+    )
+
+
+def _positive(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
+def _constant(problem: Any, name: str, given: float | None, method: str) -> float:
+    """A problem constant (``mu``, ``smoothness``) from the options or the problem."""
+    if given is not None:
+        return given
+    value = getattr(problem, name, None)
+    if value is None:
+        raise TypeError(
+            f"method={method!r} needs the constant {name!r}: the problem has no attribute "
+            f"{name}; pass {name}=... to minimize_max"
+        )
+    return float(value)
+
+
+def _lipschitz(problem: Any, center: Float, radius: float, smoothness: float) -> float:
+    fn = getattr(problem, "lipschitz", None)
+    if callable(fn):
+        return float(fn(center, radius))
+    g = np.asarray(problem.jacobian(center))
+    return float(np.max(np.linalg.norm(g, axis=1)) + smoothness * radius)
+
+
+def _project(x: Float, center: Float, radius: float) -> Float:
+    d = x - center
+    n = float(np.linalg.norm(d))
+    return x if n <= radius else center + d * (radius / n)
+
+
+class _Averager:
+    """Running ``sum_t t x_t / sum_t t`` (Lacoste-Julien, Schmidt and Bach 2012)."""
+
+    def __init__(self, x: Float) -> None:
+        self.mean = x.copy()
+        self.total = 0.0
+
+    def add(self, t: int, x: Float) -> None:
+        self.total += t
+        self.mean += (t / self.total) * (x - self.mean)
+
+
+# --------------------------------------------------------------------------- methods
+
+
+@dataclass(frozen=True)
+class _Setup:
+    problem: Any
+    x0: Float
+    steps: int
+    tol: float
+    stochastic: bool
+    batch_size: int
+    rng: np.random.Generator
+    callback: Callable[[Iterate], bool | None] | None
+    mu: float | None
+    smoothness: float | None
+
+
+def _softmax_step_size(setup: _Setup, v0: Float, g0: Float, temperature: float) -> float:
+    """``1/(L + G^2/tau)`` with ``G`` bounded on a ball around ``x0`` that holds the sublevel
+    set ``{F_tau <= F_tau(x0)}``: radius ``2 sqrt(2 (F_tau(x0) - LB)/mu)`` (``LB <= F*``)."""
+    mu = _constant(setup.problem, "mu", setup.mu, "softmax")
+    smooth = _constant(setup.problem, "smoothness", setup.smoothness, "softmax")
+    if mu <= 0:
+        raise ValueError("method='softmax' derives its step from mu > 0; pass step_size=...")
+    f_tau0 = float(np.max(v0)) + bounds.smoothed_gap_bound(temperature, setup.problem.num_tasks)
+    lb = bounds.lower_bound_on_optimum(v0, g0, mu)
+    radius = 2.0 * math.sqrt(max(2.0 * (f_tau0 - lb) / mu, 0.0))
+    g = _lipschitz(setup.problem, setup.x0, radius, smooth)
+    return 1.0 / bounds.smoothed_smoothness(smooth, g, temperature)
+
+
+def _softmax(
+    setup: _Setup, *, temperature: float = 0.1, step_size: float | None = None
+) -> Result:
+    temperature = _positive("temperature", temperature) or 0.1
+    problem, oracle = setup.problem, _Oracle(setup.problem)
+    rec = _Recorder(problem, setup.steps, setup.callback, oracle)
+    x = setup.x0.copy()
+    v, g = oracle(x)
+    _check_outputs(problem, v, g)
+    eta = step_size or _softmax_step_size(setup, v, g, temperature)
+    mu = getattr(problem, "mu", None) if setup.mu is None else setup.mu
+    avg = _Averager(x)
+    status, t, grad_norm, w = 1, 0, math.inf, weights.softmax_weights(v, temperature)
+    for t in range(setup.steps + 1):
+        if setup.stochastic and t > 0:
+            v, g = oracle.sample(x, setup.batch_size, setup.rng)
+        elif t > 0:
+            v, g = oracle(x)
+        if not (np.all(np.isfinite(v)) and np.all(np.isfinite(g))):
+            status = 3
+            break
+        w = weights.softmax_weights(v, temperature)
+        direction = w @ g
+        grad_norm = float(np.linalg.norm(direction))
+        report = avg.mean if setup.stochastic else x
+        rec.record(t, lambda r=report: r)
+        if rec.stop_requested(t, x, float(np.max(v))):
+            status = 2
+            break
+        if not setup.stochastic and grad_norm <= setup.tol:
+            status = 0
+            break
+        if t == setup.steps:
+            break
+        step = eta if not setup.stochastic or not mu else 1.0 / (mu * (t + 1) + 1.0 / eta)
+        x = x - step * direction
+        if setup.stochastic:
+            avg.add(t + 1, x)
+    x_out = avg.mean if setup.stochastic else x
+    cert = None
+    if not setup.stochastic and mu and status != 3:
+        cert = bounds.smoothed_gap_bound(temperature, problem.num_tasks) + grad_norm**2 / (2 * mu)
+    info = {"temperature": temperature, "step_size": eta, "gradient_norm": grad_norm}
+    return _result("softmax", x_out, status, t, rec, weights_out=w, certificate=cert, info=info)
+
+
+def _subgradient(
+    setup: _Setup,
+    *,
+    schedule: str | None = None,
+    radius: float | None = None,
+    step_size: float | None = None,
+) -> Result:
+    problem, oracle = setup.problem, _Oracle(setup.problem)
+    rec = _Recorder(problem, setup.steps, setup.callback, oracle)
+    x0 = setup.x0
+    v, g = oracle(x0)
+    _check_outputs(problem, v, g)
+    mu = setup.mu if setup.mu is not None else getattr(problem, "mu", None)
+    smooth = _constant(problem, "smoothness", setup.smoothness, "subgradient")
+    if schedule is None:
+        schedule = "strongly_convex" if mu else "sqrt"
+    if schedule not in ("strongly_convex", "sqrt"):
+        raise ValueError(f"schedule must be 'strongly_convex' or 'sqrt', got {schedule!r}")
+    if schedule == "strongly_convex" and not mu:
+        raise ValueError("schedule='strongly_convex' needs mu > 0 (problem.mu or mu=...)")
+    if radius is None:
+        if not mu:
+            raise ValueError("method='subgradient' on a problem with mu = 0 needs radius=...")
+        radius = bounds.initial_radius(v, g, mu)
+    radius = max(radius, 1e-300)
+    lip = _lipschitz(problem, x0, radius, smooth)
+    if step_size is not None and schedule == "strongly_convex":
+        raise ValueError("step_size applies to schedule='sqrt' only (the scale of 2R/(G sqrt t))")
+    scale = step_size if step_size is not None else 2.0 * radius / max(lip, 1e-300)
+    x = x0.copy()
+    avg = _Averager(x)
+    best_x, best_f = x.copy(), math.inf
+    status, t = 1, 0
+    for t in range(1, setup.steps + 2):
+        if t > 1:
+            v, g = oracle.sample(x, setup.batch_size, setup.rng) if setup.stochastic else oracle(x)
+        if not (np.all(np.isfinite(v)) and np.all(np.isfinite(g))):
+            status = 3
+            break
+        fx = float(np.max(v))
+        if schedule == "strongly_convex":
+            avg.add(t, x)  # xbar_T averages x_1..x_T with weights t (x_1 = x0)
+        elif fx < best_f:
+            best_f, best_x = fx, x.copy()
+        report = avg.mean if schedule == "strongly_convex" else best_x
+        rec.record(t - 1, lambda r=report: r)
+        if rec.stop_requested(t - 1, x, fx):
+            status = 2
+            break
+        if t - 1 == setup.steps:
+            break
+        w = weights.hardmax().update(v, weights.WeightState(0, problem.num_tasks))[0]
+        direction = w @ g
+        eta = 2.0 / (mu * (t + 1)) if schedule == "strongly_convex" else scale / math.sqrt(t)
+        x = _project(x - eta * direction, x0, radius)
+    nit = t - 1
+    x_out = avg.mean if schedule == "strongly_convex" else best_x
+    if schedule == "strongly_convex" and mu:
+        bound = float(bounds.subgradient_strongly_convex_bound(lip, mu, max(nit, 1)))
+    else:
+        bound = float(bounds.subgradient_convex_bound(lip, radius, max(nit, 1)))
+    info = {"schedule": schedule, "radius": radius, "lipschitz": lip, "theorem_bound": bound}
+    return _result("subgradient", x_out, status, nit, rec, info=info)
+
+
+def _average(setup: _Setup, *, step_size: float | None = None) -> Result:
+    problem, oracle = setup.problem, _Oracle(setup.problem)
+    rec = _Recorder(problem, setup.steps, setup.callback, oracle)
+    x = setup.x0.copy()
+    v, g = oracle(x)
+    _check_outputs(problem, v, g)
+    mu = setup.mu if setup.mu is not None else float(getattr(problem, "mu", 0.0) or 0.0)
+    if step_size is None:
+        smooth = _constant(problem, "smoothness", setup.smoothness, "average")
+        step_size = 2.0 / (mu + smooth)
+    avg = _Averager(x)
+    status, t, grad_norm = 1, 0, math.inf
+    for t in range(setup.steps + 1):
+        if t > 0:
+            v, g = oracle.sample(x, setup.batch_size, setup.rng) if setup.stochastic else oracle(x)
+        if not (np.all(np.isfinite(v)) and np.all(np.isfinite(g))):
+            status = 3
+            break
+        direction = g.mean(axis=0)
+        grad_norm = float(np.linalg.norm(direction))
+        report = avg.mean if setup.stochastic else x
+        rec.record(t, lambda r=report: r)
+        if rec.stop_requested(t, x, float(np.max(v))):
+            status = 2
+            break
+        if not setup.stochastic and grad_norm <= setup.tol:
+            status = 0
+            break
+        if t == setup.steps:
+            break
+        eta = step_size if not setup.stochastic or not mu else 1.0 / (mu * (t + 1) + 1.0 / step_size)
+        x = x - eta * direction
+        if setup.stochastic:
+            avg.add(t + 1, x)
+    x_out = avg.mean if setup.stochastic else x
+    m = problem.num_tasks
+    info = {"step_size": step_size, "gradient_norm": grad_norm}
+    return _result("average", x_out, status, t, rec, weights_out=np.full(m, 1.0 / m), info=info)
+
+
+def _group_dro(
+    setup: _Setup, *, step_size: float | None = None, weight_step_size: float | None = None
+) -> Result:
+    problem, oracle = setup.problem, _Oracle(setup.problem)
+    rec = _Recorder(problem, setup.steps, setup.callback, oracle)
+    x0 = setup.x0
+    v, g = oracle(x0)
+    _check_outputs(problem, v, g)
+    mu = _constant(problem, "mu", setup.mu, "group_dro")
+    if mu <= 0 and step_size is None:
+        raise ValueError("method='group_dro' needs mu > 0 for its default steps; pass step_size=...")
+    radius = bounds.initial_radius(v, g, mu) if mu > 0 else math.inf
+    if weight_step_size is None:
+        # Hedge's rate sqrt(8 log M / T) / B with B the spread of losses on the region
+        spread = max(float(np.max(v)) - bounds.lower_bound_on_optimum(v, g, mu), 1e-12)
+        m = max(problem.num_tasks, 2)
+        weight_step_size = math.sqrt(8.0 * math.log(m) / max(setup.steps, 1)) / spread
+    rule = weights.exponentiated_gradient(weight_step_size)
+    state = rule.init(problem.num_tasks)
+    x = x0.copy()
+    avg = _Averager(x)
+    status, t = 1, 0
+    q = np.full(problem.num_tasks, 1.0 / problem.num_tasks)
+    for t in range(1, setup.steps + 2):
+        if t > 1:
+            v, g = oracle.sample(x, setup.batch_size, setup.rng) if setup.stochastic else oracle(x)
+        if not (np.all(np.isfinite(v)) and np.all(np.isfinite(g))):
+            status = 3
+            break
+        avg.add(t, x)
+        rec.record(t - 1, lambda: avg.mean)
+        if rec.stop_requested(t - 1, x, float(np.max(v))):
+            status = 2
+            break
+        if t - 1 == setup.steps:
+            break
+        q, state = rule.update(v, state)
+        eta = step_size if step_size is not None else 2.0 / (mu * (t + 1))
+        x = _project(x - eta * (q @ g), x0, radius)
+    info = {"weight_step_size": weight_step_size, "radius": radius}
+    return _result("group_dro", avg.mean, status, t - 1, rec, weights_out=q, info=info)
+
+
+def _auto(setup: _Setup, **options: Any) -> Result:
+    """Placeholder dispatch until the exact solver lands: the subgradient method."""
+    return _subgradient(setup, **options)
+
+
+METHODS: dict[str, Callable[..., Result]] = {
+    "auto": _auto,
+    "softmax": _softmax,
+    "subgradient": _subgradient,
+    "average": _average,
+    "group_dro": _group_dro,
+}
+
+_METHOD_OPTIONS: dict[str, frozenset[str]] = {
+    "auto": frozenset({"schedule", "radius", "step_size"}),
+    "softmax": frozenset({"temperature", "step_size"}),
+    "subgradient": frozenset({"schedule", "radius", "step_size"}),
+    "average": frozenset({"step_size"}),
+    "group_dro": frozenset({"step_size", "weight_step_size"}),
+}
+
+_DEFAULT_STEPS = {"auto": 2000, "softmax": 2000, "subgradient": 2000, "average": 2000, "group_dro": 2000}
+
+
+def minimize_max(
+    problem: Any,
+    method: str = "auto",
+    *,
+    x0: ArrayLike | None = None,
+    steps: int | None = None,
+    tol: float = 1e-8,
+    stochastic: bool = False,
+    batch_size: int = 32,
+    seed: int | None = 0,
+    callback: Callable[[Iterate], bool | None] | None = None,
+    mu: float | None = None,
+    smoothness: float | None = None,
+    **options: Any,
+) -> Result:
+    """Minimise ``F(x) = max_i L_i(x)`` over ``x in R^d``.
+
+    Parameters
+    ----------
+    problem: any object with ``num_tasks``, ``dim``, ``losses(x)`` and ``jacobian(x)``
+        (plus ``mu``/``smoothness``/``lipschitz``/``sample`` where a method needs them).
+    method: one of ``"auto"``, ``"softmax"``, ``"subgradient"``, ``"average"``,
+        ``"group_dro"``.
+    x0: starting point (default zeros). steps: iteration budget. tol: stopping tolerance on
+        the norm of the step direction (``grad F_tau`` for softmax, ``grad mean L`` for
+        average). stochastic / batch_size / seed: minibatch oracle. callback:
+        ``callback(Iterate) -> bool``; ``True`` stops. mu, smoothness: override the
+        problem's constants.
+    options: method-specific: ``temperature``, ``step_size`` (softmax); ``schedule``,
+        ``radius``, ``step_size`` (subgradient); ``step_size`` (average); ``step_size``,
+        ``weight_step_size`` (group_dro).
+    """
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    check_problem(problem)
+    allowed = _METHOD_OPTIONS[method]
+    unknown = set(options) - allowed
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {sorted(unknown)} for method={method!r}; allowed: {sorted(allowed)}"
+        )
+    for name in ("temperature", "step_size", "weight_step_size", "radius"):
+        if name in options:
+            options[name] = _positive(name, options[name])
+    d = int(problem.dim)
+    if x0 is None:
+        x_start = np.zeros(d)
+    else:
+        x_start = np.array(x0, dtype=np.float64)
+        if x_start.shape != (d,):
+            raise ValueError(f"x0 must have shape (dim,) = ({d},), got {x_start.shape}")
+        if not np.all(np.isfinite(x_start)):
+            raise ValueError("x0 must be finite (no NaN or Inf)")
+    if steps is None:
+        steps = _DEFAULT_STEPS[method]
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    tol_value = _positive("tol", tol)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if stochastic and not callable(getattr(problem, "sample", None)):
+        raise TypeError("stochastic=True needs a problem with sample(x, batch_size, rng)")
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be callable: callback(Iterate) -> bool | None")
+    setup = _Setup(
+        problem=problem,
+        x0=x_start,
+        steps=int(steps),
+        tol=float(tol_value or tol),
+        stochastic=bool(stochastic),
+        batch_size=int(batch_size),
+        rng=np.random.default_rng(seed),
+        callback=callback,
+        mu=_nonneg("mu", mu),
+        smoothness=_positive("smoothness", smoothness),
+    )
+    return METHODS[method](setup, **options)
+
+
+def _nonneg(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value

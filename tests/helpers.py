@@ -1,0 +1,66 @@
+"""The problem catalogue shared by the tests (small sizes, fixed seeds) and hypothesis
+strategies that generate problems."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+import minimax_core as mc
+
+# name -> zero-argument constructor; every entry is strongly convex and has cvxpy_losses
+CATALOGUE: dict[str, Callable[[], Any]] = {
+    "quad-3x2": lambda: mc.problems.random_quadratic(num_tasks=3, dim=2, seed=1),
+    "quad-8x10": lambda: mc.problems.random_quadratic(num_tasks=8, dim=10, seed=2),
+    "quad-20x5": lambda: mc.problems.random_quadratic(num_tasks=20, dim=5, seed=3),
+    "quad-ill-100": lambda: mc.problems.random_quadratic(
+        num_tasks=6, dim=8, mu=0.1, smoothness=10.0, seed=4
+    ),
+    "quad-single": lambda: mc.problems.random_quadratic(num_tasks=1, dim=4, seed=5),
+    "quad-identical": lambda: identical_tasks(4, 3),
+    "lsq-5x6": lambda: mc.problems.regression_family(5, 6, seed=6).empirical(40, seed=7),
+    "logistic-4x3": lambda: mc.problems.logistic_tasks(4, 3, num_samples=30, l2=0.5, seed=8),
+}
+
+
+def identical_tasks(m: int, d: int) -> mc.problems.QuadraticTasks:
+    """``m`` copies of one quadratic: ties everywhere (weights must split evenly)."""
+    base = mc.problems.random_quadratic(num_tasks=1, dim=d, seed=9)
+    return mc.problems.QuadraticTasks(
+        np.repeat(base.hessian_stack, m, axis=0),
+        np.repeat(base.centers, m, axis=0),
+        np.repeat(base.offsets, m),
+    )
+
+
+@cache
+def problem(name: str) -> Any:
+    return CATALOGUE[name]()
+
+
+@cache
+def optimum(name: str) -> float:
+    """CVXPY + Clarabel optimum of a catalogue problem (cached per test process)."""
+    ref = mc.reference.solve_cvxpy(problem(name))
+    assert ref.success, ref.message
+    return ref.fun
+
+
+@st.composite
+def quadratic_problems(
+    draw: st.DrawFn, max_tasks: int = 6, max_dim: int = 6, max_condition: float = 100.0
+) -> mc.problems.QuadraticTasks:
+    """Random quadratic task sets with exact constants (condition number up to 100)."""
+    m = draw(st.integers(1, max_tasks))
+    d = draw(st.integers(2, max_dim))
+    mu = draw(st.floats(0.05, 2.0))
+    kappa = draw(st.floats(1.0, max_condition))
+    seed = draw(st.integers(0, 2**31 - 1))
+    scale = draw(st.floats(0.1, 5.0))
+    return mc.problems.random_quadratic(
+        num_tasks=m, dim=d, mu=mu, smoothness=mu * kappa, seed=seed, center_scale=scale
+    )
