@@ -26,7 +26,9 @@ def _parser(registry: dict[str, object]) -> argparse.ArgumentParser:
     for name, exp in registry.items():
         p = runs.add_parser(name, help=exp.summary, description=exp.summary)  # type: ignore[attr-defined]
         p.add_argument("--quick", action="store_true", help="the small configuration")
-        p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: results)")
+        p.add_argument(
+            "--out", type=Path, default=DEFAULT_OUT, help="output folder (default: results)"
+        )
         if exp.add_arguments is not None:  # type: ignore[attr-defined]
             exp.add_arguments(p)  # type: ignore[attr-defined]
     return parser
@@ -44,7 +46,7 @@ def quickstart(out: Path) -> int:
         t0 = time.perf_counter()
         print(f"== {exp.name}: {exp.summary}", flush=True)
         parser = _parser(registry)
-        args = parser.parse_args(["run", exp.name, "--quick", "--out", str(out)])
+        args = parser.parse_args(["run", exp.name, *exp.quickstart_args, "--out", str(out)])
         report: Report = exp.run(args)
         seconds = time.perf_counter() - t0
         print(f"   {exp.name} done in {seconds:.1f} s -> {report.json_path}", flush=True)

@@ -44,7 +44,9 @@ class Experiment:
 
     ``run(args)`` receives the parsed arguments (``args.quick``, ``args.out`` and whatever
     ``add_arguments`` added) and returns a :class:`Report`. Experiments with
-    ``quickstart_order`` set run (with ``--quick``) in the quickstart, in that order.
+    ``quickstart_order`` set run in the quickstart, in that order, with the command-line
+    arguments ``quickstart_args`` (default ``--quick``; a heavy experiment can pass a smaller
+    demo flag of its own instead).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Experiment:
     run: Callable[[argparse.Namespace], Report]
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     quickstart_order: int | None = None
+    quickstart_args: tuple[str, ...] = ("--quick",)
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -87,7 +90,9 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
-    return atomic_write_text(path, json.dumps(to_jsonable(payload), indent=2, sort_keys=False) + "\n")
+    return atomic_write_text(
+        path, json.dumps(to_jsonable(payload), indent=2, sort_keys=False) + "\n"
+    )
 
 
 def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:

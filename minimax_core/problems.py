@@ -151,7 +151,9 @@ class QuadraticTasks:
         else:
             lo, hi = (float(v) for v in eigenvalue_range)
             if not 0.0 <= lo <= hi:
-                raise ValueError(f"eigenvalue_range must satisfy 0 <= mu <= smoothness, got {eigenvalue_range}")
+                raise ValueError(
+                    f"eigenvalue_range must satisfy 0 <= mu <= smoothness, got {eigenvalue_range}"
+                )
         self.hessian_stack: Float = a
         self.centers: Float = c
         self.offsets: Float = b
@@ -171,7 +173,8 @@ class QuadraticTasks:
 
     def jacobian(self, x: Float) -> Float:
         """Rows ``A_i (x - c_i)``: one ``(M d) x d`` matrix-vector product."""
-        return (self._flat @ x).reshape(self.num_tasks, self.dim) - self._a_c
+        out: Float = (self._flat @ x).reshape(self.num_tasks, self.dim) - self._a_c
+        return out
 
     def losses(self, x: Float) -> Float:
         return self.value_and_jacobian(x)[0]
@@ -187,9 +190,7 @@ class QuadraticTasks:
         """``max_i ||A_i (center - c_i)|| + smoothness * radius`` (see :func:`generic_lipschitz`)."""
         return generic_lipschitz(self, center, radius)
 
-    def sample(
-        self, x: Float, batch_size: int, rng: np.random.Generator
-    ) -> tuple[Float, Float]:
+    def sample(self, x: Float, batch_size: int, rng: np.random.Generator) -> tuple[Float, Float]:
         batch_size = _check_pos_int("batch_size", batch_size)
         sd = self.noise_scale / math.sqrt(batch_size)
         xi = rng.standard_normal(self.centers.shape) * sd
@@ -212,7 +213,8 @@ def _orthogonal_stack(rng: np.random.Generator, m: int, d: int) -> Float:
     q, r = np.linalg.qr(rng.standard_normal((m, d, d)))
     signs = np.sign(np.diagonal(r, axis1=1, axis2=2))
     signs[signs == 0] = 1.0
-    return q * signs[:, None, :]
+    out: Float = q * signs[:, None, :]
+    return out
 
 
 def _spectra(rng: np.random.Generator, m: int, d: int, mu: float, smoothness: float) -> Float:
@@ -268,9 +270,7 @@ def random_quadratic(
     )
 
 
-def _padded(
-    name: str, arrays: Sequence[ArrayLike], ndim: int
-) -> tuple[Float, NDArray[np.int64]]:
+def _padded(name: str, arrays: Sequence[ArrayLike], ndim: int) -> tuple[Float, NDArray[np.int64]]:
     """Stack per-task arrays of different lengths into ``(M, n_max, ...)`` with zero rows."""
     if len(arrays) == 0:
         raise ValueError(f"{name} must hold one array per task (at least one task)")
@@ -303,7 +303,7 @@ class LeastSquaresTasks(QuadraticTasks):
         if len(designs) != len(targets) or np.any(counts != y_counts):
             raise ValueError("designs and targets must have the same number of rows per task")
         l2 = _check_nonneg("l2", l2)
-        m, _, d = x.shape
+        d = x.shape[2]
         n = counts.astype(np.float64)
         h = np.einsum("mni,mnj->mij", x, x) / n[:, None, None] + l2 * np.eye(d)
         xty = np.einsum("mni,mn->mi", x, y) / n[:, None]
@@ -322,9 +322,7 @@ class LeastSquaresTasks(QuadraticTasks):
         self.counts: NDArray[np.int64] = counts
         self.l2: float = l2
 
-    def sample(
-        self, x: Float, batch_size: int, rng: np.random.Generator
-    ) -> tuple[Float, Float]:
+    def sample(self, x: Float, batch_size: int, rng: np.random.Generator) -> tuple[Float, Float]:
         batch_size = _check_pos_int("batch_size", batch_size)
         m = self.num_tasks
         idx = (rng.random((m, batch_size)) * self.counts[:, None]).astype(np.int64)
@@ -340,9 +338,7 @@ class LeastSquaresTasks(QuadraticTasks):
         for i in range(self.num_tasks):
             n = int(self.counts[i])
             xi, yi = self.designs[i, :n], self.targets[i, :n]
-            out.append(
-                cp.sum_squares(xi @ x - yi) / (2 * n) + 0.5 * self.l2 * cp.sum_squares(x)
-            )
+            out.append(cp.sum_squares(xi @ x - yi) / (2 * n) + 0.5 * self.l2 * cp.sum_squares(x))
         return out
 
 
@@ -444,7 +440,7 @@ class LogisticTasks:
         l2 = float(l2)
         if not (math.isfinite(l2) and l2 > 0):
             raise ValueError(f"l2 must be a finite number > 0 (it is mu), got {l2!r}")
-        m, nmax, d = a.shape
+        nmax = a.shape[1]
         self.features: Float = a
         self.labels: Float = y
         self.counts: NDArray[np.int64] = counts
@@ -466,7 +462,8 @@ class LogisticTasks:
         return int(self.features.shape[2])
 
     def _margins(self, x: Float) -> Float:
-        return self.labels * (self.features @ x)  # (M, n_max)
+        out: Float = self.labels * (self.features @ x)  # (M, n_max)
+        return out
 
     def losses(self, x: Float) -> Float:
         per = np.logaddexp(0.0, -self._margins(x)) * self._mask
@@ -485,8 +482,9 @@ class LogisticTasks:
     def hessians(self, x: Float) -> Float:
         s = _sigmoid(self._margins(x))
         curv = s * (1.0 - s) * self._mask * self._inv_n[:, None]
-        h = np.einsum("mn,mni,mnj->mij", curv, self.features, self.features)
-        return h + self.l2 * np.eye(self.dim)
+        h: Float = np.einsum("mn,mni,mnj->mij", curv, self.features, self.features)
+        out: Float = h + self.l2 * np.eye(self.dim)
+        return out
 
     def lipschitz(self, center: Float, radius: float) -> float:
         """The smaller of :func:`generic_lipschitz` and ``max ||a|| + l2 (||center|| + radius)``."""
@@ -495,9 +493,7 @@ class LogisticTasks:
         direct = row_bound + self.l2 * (float(np.linalg.norm(center)) + radius)
         return min(direct, generic_lipschitz(self, center, radius))
 
-    def sample(
-        self, x: Float, batch_size: int, rng: np.random.Generator
-    ) -> tuple[Float, Float]:
+    def sample(self, x: Float, batch_size: int, rng: np.random.Generator) -> tuple[Float, Float]:
         batch_size = _check_pos_int("batch_size", batch_size)
         idx = (rng.random((self.num_tasks, batch_size)) * self.counts[:, None]).astype(np.int64)
         rows = np.take_along_axis(self.features, idx[..., None], axis=1)
@@ -544,7 +540,10 @@ def logistic_tasks(
     feats, labels = [], []
     for _ in range(num_tasks):
         theta = theta0 + task_spread * rng.standard_normal(dim) * 2.0
-        a = rng.standard_normal((num_samples, dim)) / math.sqrt(dim) + rng.standard_normal(dim) * 0.3
+        a = (
+            rng.standard_normal((num_samples, dim)) / math.sqrt(dim)
+            + rng.standard_normal(dim) * 0.3
+        )
         p = _sigmoid(a @ theta)
         y = np.where(rng.random(num_samples) < p, 1.0, -1.0)
         feats.append(a)

@@ -55,7 +55,7 @@ def solve_cvxpy(problem: Any, *, solver_options: dict[str, Any] | None = None) -
     options.update(solver_options or {})
     model.get_problem_data(cp.CLARABEL)  # compile once, so the timings separate
     compiled = time.perf_counter()
-    model.solve(solver=cp.CLARABEL, **options)
+    model.solve(solver=cp.CLARABEL, **options)  # type: ignore[no-untyped-call]
     solved = time.perf_counter()
     status = str(model.status)
     ok = status == cp.OPTIMAL

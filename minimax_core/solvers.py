@@ -109,7 +109,9 @@ class _Oracle:
 def _check_outputs(problem: Any, values: Float, jac: Float) -> None:
     m, d = problem.num_tasks, problem.dim
     if values.shape != (m,):
-        raise ValueError(f"problem.losses(x) must return shape (num_tasks,) = ({m},), got {values.shape}")
+        raise ValueError(
+            f"problem.losses(x) must return shape (num_tasks,) = ({m},), got {values.shape}"
+        )
     if jac.shape != (m, d):
         raise ValueError(
             f"problem.jacobian(x) must return shape (num_tasks, dim) = ({m}, {d}), got {jac.shape}"
@@ -140,12 +142,13 @@ class _Recorder:
         self.funs: list[float] = []
         self.nfevs: list[int] = []
 
-    def record(self, step: int, report: Callable[[], Float], force: bool = False) -> None:
+    def record(self, step: int, point: Float, force: bool = False) -> None:
+        """Record ``F(point)`` if ``step`` is on the grid (or ``force``), once per step."""
         if force or step in self.grid:
             if self.steps and self.steps[-1] == step:
                 return
             self.steps.append(step)
-            self.funs.append(_max_loss(self.problem, report()))
+            self.funs.append(_max_loss(self.problem, point))
             self.nfevs.append(self.oracle.nfev)
 
     def stop_requested(self, step: int, x: Float, fun: float) -> bool:
@@ -179,7 +182,7 @@ def _result(
     info: dict[str, Any] | None = None,
     message: str | None = None,
 ) -> Result:
-    rec.record(nit, lambda: x, force=True)
+    rec.record(nit, x, force=True)
     fun = _max_loss(rec.problem, x) if status != 3 else math.nan
     return Result(
         x=x,
@@ -278,9 +281,7 @@ def _softmax_step_size(setup: _Setup, v0: Float, g0: Float, temperature: float) 
     return 1.0 / bounds.smoothed_smoothness(smooth, g, temperature)
 
 
-def _softmax(
-    setup: _Setup, *, temperature: float = 0.1, step_size: float | None = None
-) -> Result:
+def _softmax(setup: _Setup, *, temperature: float = 0.1, step_size: float | None = None) -> Result:
     temperature = _positive("temperature", temperature) or 0.1
     problem, oracle = setup.problem, _Oracle(setup.problem)
     rec = _Recorder(problem, setup.steps, setup.callback, oracle)
@@ -302,8 +303,7 @@ def _softmax(
         w = weights.softmax_weights(v, temperature)
         direction = w @ g
         grad_norm = float(np.linalg.norm(direction))
-        report = avg.mean if setup.stochastic else x
-        rec.record(t, lambda r=report: r)
+        rec.record(t, avg.mean if setup.stochastic else x)
         if rec.stop_requested(t, x, float(np.max(v))):
             status = 2
             break
@@ -353,6 +353,8 @@ def _subgradient(
     if step_size is not None and schedule == "strongly_convex":
         raise ValueError("step_size applies to schedule='sqrt' only (the scale of 2R/(G sqrt t))")
     scale = step_size if step_size is not None else 2.0 * radius / max(lip, 1e-300)
+    hm = weights.hardmax()
+    hm_state = hm.init(problem.num_tasks)
     x = x0.copy()
     avg = _Averager(x)
     best_x, best_f = x.copy(), math.inf
@@ -368,16 +370,15 @@ def _subgradient(
             avg.add(t, x)  # xbar_T averages x_1..x_T with weights t (x_1 = x0)
         elif fx < best_f:
             best_f, best_x = fx, x.copy()
-        report = avg.mean if schedule == "strongly_convex" else best_x
-        rec.record(t - 1, lambda r=report: r)
+        rec.record(t - 1, avg.mean if schedule == "strongly_convex" else best_x)
         if rec.stop_requested(t - 1, x, fx):
             status = 2
             break
         if t - 1 == setup.steps:
             break
-        w = weights.hardmax().update(v, weights.WeightState(0, problem.num_tasks))[0]
+        w, hm_state = hm.update(v, hm_state)
         direction = w @ g
-        eta = 2.0 / (mu * (t + 1)) if schedule == "strongly_convex" else scale / math.sqrt(t)
+        eta = 2.0 / (mu * (t + 1)) if mu and schedule == "strongly_convex" else scale / math.sqrt(t)
         x = _project(x - eta * direction, x0, radius)
     nit = t - 1
     x_out = avg.mean if schedule == "strongly_convex" else best_x
@@ -409,8 +410,7 @@ def _average(setup: _Setup, *, step_size: float | None = None) -> Result:
             break
         direction = g.mean(axis=0)
         grad_norm = float(np.linalg.norm(direction))
-        report = avg.mean if setup.stochastic else x
-        rec.record(t, lambda r=report: r)
+        rec.record(t, avg.mean if setup.stochastic else x)
         if rec.stop_requested(t, x, float(np.max(v))):
             status = 2
             break
@@ -419,7 +419,9 @@ def _average(setup: _Setup, *, step_size: float | None = None) -> Result:
             break
         if t == setup.steps:
             break
-        eta = step_size if not setup.stochastic or not mu else 1.0 / (mu * (t + 1) + 1.0 / step_size)
+        eta = (
+            step_size if not setup.stochastic or not mu else 1.0 / (mu * (t + 1) + 1.0 / step_size)
+        )
         x = x - eta * direction
         if setup.stochastic:
             avg.add(t + 1, x)
@@ -439,7 +441,9 @@ def _group_dro(
     _check_outputs(problem, v, g)
     mu = _constant(problem, "mu", setup.mu, "group_dro")
     if mu <= 0 and step_size is None:
-        raise ValueError("method='group_dro' needs mu > 0 for its default steps; pass step_size=...")
+        raise ValueError(
+            "method='group_dro' needs mu > 0 for its default steps; pass step_size=..."
+        )
     radius = bounds.initial_radius(v, g, mu) if mu > 0 else math.inf
     if weight_step_size is None:
         # Hedge's rate sqrt(8 log M / T) / B with B the spread of losses on the region
@@ -459,7 +463,7 @@ def _group_dro(
             status = 3
             break
         avg.add(t, x)
-        rec.record(t - 1, lambda: avg.mean)
+        rec.record(t - 1, avg.mean)
         if rec.stop_requested(t - 1, x, float(np.max(v))):
             status = 2
             break
@@ -493,7 +497,13 @@ _METHOD_OPTIONS: dict[str, frozenset[str]] = {
     "group_dro": frozenset({"step_size", "weight_step_size"}),
 }
 
-_DEFAULT_STEPS = {"auto": 2000, "softmax": 2000, "subgradient": 2000, "average": 2000, "group_dro": 2000}
+_DEFAULT_STEPS = {
+    "auto": 2000,
+    "softmax": 2000,
+    "subgradient": 2000,
+    "average": 2000,
+    "group_dro": 2000,
+}
 
 
 def minimize_max(
@@ -554,7 +564,11 @@ def minimize_max(
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
     tol_value = _positive("tol", tol)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if stochastic and not callable(getattr(problem, "sample", None)):
         raise TypeError("stochastic=True needs a problem with sample(x, batch_size, rng)")

@@ -53,12 +53,12 @@ _EXP_CUTOFF = 1000.0
 class WeightState(NamedTuple):
     """State of a weight rule.
 
-    ``count``: number of updates so far. ``num_tasks``: ``M``. ``log_weights``: normalised
+    ``step``: number of updates so far. ``num_tasks``: ``M``. ``log_weights``: normalised
     log-weights (max 0) for stateful rules, ``None`` before their first update and for
     stateless rules. It takes the array type of the first losses it sees.
     """
 
-    count: int
+    step: int
     num_tasks: int
     log_weights: Array | None = None
 
@@ -84,7 +84,7 @@ def _check_positive(name: str, value: float) -> float:
 def _init(num_tasks: int) -> WeightState:
     if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
         raise ValueError(f"num_tasks must be an integer >= 1, got {num_tasks!r}")
-    return WeightState(count=0, num_tasks=num_tasks)
+    return WeightState(step=0, num_tasks=num_tasks)
 
 
 def _is_host(x: Array) -> bool:
@@ -104,8 +104,7 @@ def _checked(losses: Array, state: WeightState) -> tuple[Array, Any]:
         raise TypeError(f"state must be a WeightState from rule.init, got {type(state).__name__}")
     if tuple(losses.shape) != (state.num_tasks,):
         raise ValueError(
-            f"losses must have shape (num_tasks,) = ({state.num_tasks},), "
-            f"got {tuple(losses.shape)}"
+            f"losses must have shape (num_tasks,) = ({state.num_tasks},), got {tuple(losses.shape)}"
         )
     if not xp.isdtype(losses.dtype, "real floating"):
         raise TypeError(f"losses must have a real floating dtype, got {losses.dtype}")
@@ -146,7 +145,7 @@ def softmax(temperature: float) -> WeightRule:
     def update(losses: Array, state: WeightState) -> tuple[Array, WeightState]:
         losses, xp = _checked(losses, state)
         w = softmax_weights(losses, temperature, xp)
-        return w, state._replace(count=state.count + 1)
+        return w, state._replace(step=state.step + 1)
 
     return WeightRule(_init, update, "softmax", {"temperature": temperature})
 
@@ -161,7 +160,7 @@ def hardmax() -> WeightRule:
     def update(losses: Array, state: WeightState) -> tuple[Array, WeightState]:
         losses, xp = _checked(losses, state)
         is_max = xp.astype(losses == xp.max(losses), losses.dtype)
-        return is_max / xp.sum(is_max), state._replace(count=state.count + 1)
+        return is_max / xp.sum(is_max), state._replace(step=state.step + 1)
 
     return WeightRule(_init, update, "hardmax", {})
 
@@ -173,7 +172,7 @@ def uniform() -> WeightRule:
         losses, xp = _checked(losses, state)
         dev = array_api_compat.device(losses)
         w = xp.full(losses.shape, 1.0 / state.num_tasks, dtype=losses.dtype, device=dev)
-        return w, state._replace(count=state.count + 1)
+        return w, state._replace(step=state.step + 1)
 
     return WeightRule(_init, update, "uniform", {})
 
@@ -210,6 +209,6 @@ def exponentiated_gradient(step_size: float) -> WeightRule:
         log_q = xp.maximum(log_q + d, floor)
         log_q = log_q - xp.max(log_q)
         w = _stable_softmax(log_q, xp)
-        return w, WeightState(state.count + 1, state.num_tasks, log_q)
+        return w, WeightState(state.step + 1, state.num_tasks, log_q)
 
     return WeightRule(_init, update, "exponentiated_gradient", {"step_size": step_size})

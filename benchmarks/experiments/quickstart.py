@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> Report:
     m = args.num_tasks or (10 if args.quick else 20)
     d = args.dim or (50 if args.quick else 100)
     steps = args.steps or 2000
-    problem = mc.problems.random_quadratic(num_tasks=m, dim=d, mu=1.0, smoothness=10.0, seed=args.seed)
+    problem = mc.problems.random_quadratic(
+        num_tasks=m, dim=d, mu=1.0, smoothness=10.0, seed=args.seed
+    )
     ref = mc.reference.solve_cvxpy(problem)
     if not ref.success:
         raise RuntimeError(f"the CVXPY reference did not solve the problem: {ref.message}")
@@ -62,8 +64,14 @@ def run(args: argparse.Namespace) -> Report:
     out: Path = args.out
     payload = {
         "experiment": "quickstart",
-        "problem": {"family": "random_quadratic", "num_tasks": m, "dim": d, "mu": 1.0,
-                    "smoothness": 10.0, "seed": args.seed},
+        "problem": {
+            "family": "random_quadratic",
+            "num_tasks": m,
+            "dim": d,
+            "mu": 1.0,
+            "smoothness": 10.0,
+            "seed": args.seed,
+        },
         "steps": steps,
         "cvxpy": {"fun": ref.fun, "status": ref.message, "wall_seconds": ref.info["wall_seconds"]},
         "methods": rows,
