@@ -467,7 +467,8 @@ class LogisticTasks:
 
     def losses(self, x: Float) -> Float:
         per = np.logaddexp(0.0, -self._margins(x)) * self._mask
-        return per.sum(axis=1) * self._inv_n + 0.5 * self.l2 * float(x @ x)
+        out: Float = per.sum(axis=1) * self._inv_n + 0.5 * self.l2 * float(x @ x)
+        return out
 
     def jacobian(self, x: Float) -> Float:
         return self.value_and_jacobian(x)[1]
