@@ -446,8 +446,10 @@ def _group_dro(
         )
     radius = bounds.initial_radius(v, g, mu) if mu > 0 else math.inf
     if weight_step_size is None:
-        # Hedge's rate sqrt(8 log M / T) / B with B the spread of losses on the region
-        spread = max(float(np.max(v)) - bounds.lower_bound_on_optimum(v, g, mu), 1e-12)
+        # Hedge's rate sqrt(8 log M / T) / B, B the range of the task losses (at x0)
+        spread = float(np.max(v) - np.min(v))
+        if spread <= 0.0:
+            spread = max(float(np.max(v)) - bounds.lower_bound_on_optimum(v, g, mu), 1e-12)
         m = max(problem.num_tasks, 2)
         weight_step_size = math.sqrt(8.0 * math.log(m) / max(setup.steps, 1)) / spread
     rule = weights.exponentiated_gradient(weight_step_size)

@@ -1,0 +1,265 @@
+"""First-order methods of ``minimize_max`` against the CVXPY optimum and their theorems."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+import minimax_core as mc
+from minimax_core import bounds
+
+from .helpers import CATALOGUE, optimum, problem, quadratic_problems
+
+FIRST_ORDER = ("softmax", "subgradient", "average", "group_dro")
+
+
+@pytest.mark.parametrize("name", CATALOGUE)
+def test_softmax_ends_within_its_smoothing_bias(name: str) -> None:
+    """F(x) - F* <= tau log M + ||grad F_tau(x)||^2 / (2 mu): the certificate it returns."""
+    prob = problem(name)
+    tau = 0.05
+    res = mc.minimize_max(prob, method="softmax", temperature=tau, steps=3000)
+    gap = res.fun - optimum(name)
+    assert res.certificate is not None
+    assert gap <= res.certificate + 1e-7
+    assert res.certificate <= tau * math.log(prob.num_tasks) + res.info["gradient_norm"] ** 2 / (
+        2 * prob.mu
+    ) * (1 + 1e-12)
+    assert gap >= -1e-7
+
+
+def test_softmax_converges_to_the_smoothed_minimiser() -> None:
+    """With enough steps the gradient of F_tau vanishes (tol met, success)."""
+    prob = problem("quad-3x2")
+    res = mc.minimize_max(prob, method="softmax", temperature=0.5, steps=200_000, tol=1e-9)
+    assert res.success and res.status == 0
+    assert res.fun - optimum("quad-3x2") <= 0.5 * math.log(3) + 1e-9
+
+
+@settings(max_examples=20)
+@given(prob=quadratic_problems(max_tasks=5, max_dim=5))
+def test_subgradient_theorem_bound_at_every_recorded_step(prob: mc.problems.QuadraticTasks) -> None:
+    """F(xbar_T) - F* <= 2 G^2 / (mu (T+1)) on every step of the geometric grid."""
+    res = mc.minimize_max(prob, method="subgradient", steps=500)
+    ref = mc.reference.solve_cvxpy(prob)
+    assert ref.success, ref.message
+    lip, mu = res.info["lipschitz"], prob.mu
+    steps = res.history["step"][1:]  # T >= 1 averages x_1..x_T
+    gaps = res.history["fun"][1:] - ref.fun
+    bound = bounds.subgradient_strongly_convex_bound(lip, mu, steps)
+    assert np.all(gaps <= bound + 1e-7 * (1 + abs(ref.fun)))
+
+
+def test_subgradient_does_not_blow_up_when_ill_conditioned() -> None:
+    """L/mu = 100: the first steps 2/(mu (t+1)) exceed 2/L; the projection on the ball that
+    holds x* keeps the iterates bounded, and the theorem bound holds."""
+    prob = mc.problems.random_quadratic(num_tasks=6, dim=10, mu=0.1, smoothness=10.0, seed=11)
+    seen: list[float] = []
+    res = mc.minimize_max(
+        prob,
+        method="subgradient",
+        steps=3000,
+        callback=lambda it: seen.append(float(np.linalg.norm(it.x))) and False,
+    )
+    assert np.isfinite(res.fun)
+    assert max(seen) <= res.info["radius"] * (1 + 1e-12)
+    ref = mc.reference.solve_cvxpy(prob)
+    gaps = res.history["fun"][1:] - ref.fun
+    bound = bounds.subgradient_strongly_convex_bound(
+        res.info["lipschitz"], prob.mu, res.history["step"][1:]
+    )
+    assert np.all(gaps <= bound + 1e-8)
+    assert res.fun - ref.fun < 0.05
+
+
+def test_unprojected_steps_would_blow_up() -> None:
+    """The reason for the projection: the same steps without it diverge at L/mu = 100."""
+    prob = mc.problems.random_quadratic(num_tasks=6, dim=10, mu=0.1, smoothness=10.0, seed=11)
+    x = np.zeros(prob.dim)
+    norms = []
+    for t in range(1, 30):
+        v, g = prob.value_and_jacobian(x)
+        x = x - 2.0 / (prob.mu * (t + 1)) * g[np.argmax(v)]
+        norms.append(np.linalg.norm(x))
+    assert max(norms) > 1e3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_subgradient_log_log_slope_is_minus_one(seed: int) -> None:
+    """Two-sided rate check on fixed seeded, well-conditioned problems: slope of
+    log(F(xbar_T) - F*) vs log T over T in [1e3, 5e4] is within 0.1 of -1."""
+    prob = mc.problems.random_quadratic(num_tasks=10, dim=20, mu=1.0, smoothness=10.0, seed=seed)
+    ref = mc.reference.solve_cvxpy(prob)
+    res = mc.minimize_max(prob, method="subgradient", steps=50_000)
+    steps, gaps = res.history["step"], res.history["fun"] - ref.fun
+    sel = steps >= 1000
+    slope = np.polyfit(np.log(steps[sel]), np.log(gaps[sel]), 1)[0]
+    assert abs(slope + 1) <= 0.1, slope
+
+
+def test_convex_schedule_bound() -> None:
+    """schedule='sqrt' (the merely convex case): best iterate within 3 R G / sqrt(T)."""
+    prob = problem("quad-8x10")
+    res = mc.minimize_max(
+        prob, method="subgradient", schedule="sqrt", steps=2000, mu=0.0, radius=5.0
+    )
+    assert np.linalg.norm(res.x) <= 5.0 + 1e-12
+    gaps = res.history["fun"][1:] - optimum("quad-8x10")
+    bound = bounds.subgradient_convex_bound(res.info["lipschitz"], 5.0, res.history["step"][1:])
+    assert np.all(gaps <= bound)
+    assert gaps[-1] < gaps[0]
+
+
+@pytest.mark.parametrize("name", [n for n in CATALOGUE if n.startswith(("quad", "lsq"))])
+def test_average_matches_closed_form(name: str) -> None:
+    """argmin mean_i L_i = (sum_i A_i)^{-1} sum_i A_i c_i for quadratic tasks."""
+    prob = problem(name)
+    a = prob.hessian_stack
+    x_star = np.linalg.solve(a.sum(axis=0), np.einsum("mij,mj->i", a, prob.centers))
+    res = mc.minimize_max(prob, method="average", tol=1e-11)
+    assert res.success
+    np.testing.assert_allclose(res.x, x_star, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(res.weights, 1.0 / prob.num_tasks)
+
+
+@pytest.mark.parametrize("name", ["quad-8x10", "lsq-5x6", "logistic-4x3"])
+def test_group_dro_approaches_the_optimum(name: str) -> None:
+    prob = problem(name)
+    res = mc.minimize_max(prob, method="group_dro", steps=4000)
+    gaps = res.history["fun"] - optimum(name)
+    # Hedge weights converge at O(1/sqrt T): a tenth of the initial gap after 4000 steps
+    assert gaps[-1] < 0.1 * max(gaps[0], 1e-3)
+    assert gaps[-1] < gaps[len(gaps) // 2]
+    assert res.weights is not None and res.weights.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("method", FIRST_ORDER)
+def test_stochastic_variants_are_seeded_and_make_progress(method: str) -> None:
+    prob = problem("lsq-5x6")
+    opts = {"temperature": 0.05} if method == "softmax" else {}
+    a = mc.minimize_max(
+        prob, method=method, stochastic=True, batch_size=8, seed=3, steps=2000, **opts
+    )
+    b = mc.minimize_max(
+        prob, method=method, stochastic=True, batch_size=8, seed=3, steps=2000, **opts
+    )
+    c = mc.minimize_max(
+        prob, method=method, stochastic=True, batch_size=8, seed=4, steps=2000, **opts
+    )
+    np.testing.assert_array_equal(a.x, b.x)
+    assert not np.array_equal(a.x, c.x)
+    assert a.fun < a.history["fun"][0]
+
+
+@pytest.mark.parametrize("method", FIRST_ORDER)
+def test_result_fields_and_geometric_history(method: str) -> None:
+    prob = problem("quad-3x2")
+    res = mc.minimize_max(prob, method=method, steps=1000, tol=1e-30)
+    assert res.method == method
+    assert res.x.shape == (prob.dim,)
+    assert res.fun == pytest.approx(float(np.max(prob.losses(res.x))))
+    assert res.nit == 1000 and res.status == 1 and not res.success
+    assert res.nfev >= 1000
+    steps = res.history["step"]
+    assert steps[0] == 0 and steps[-1] == 1000
+    assert np.all(np.diff(steps) > 0) and len(steps) <= 102
+    # geometric: the ratios of consecutive recorded steps are roughly constant
+    assert len(steps[steps <= 10]) >= 5 and len(steps[steps >= 100]) <= 60
+    assert res.history["fun"].shape == steps.shape
+
+
+@pytest.mark.parametrize("method", FIRST_ORDER)
+def test_callback_can_stop(method: str) -> None:
+    prob = problem("quad-3x2")
+    calls: list[int] = []
+
+    def cb(it: mc.Iterate) -> bool:
+        calls.append(it.step)
+        return it.step >= 7
+
+    res = mc.minimize_max(prob, method=method, steps=100, callback=cb)
+    assert res.status == 2 and not res.success and "callback" in res.message
+    assert calls[-1] == 7
+
+
+def test_user_problem_with_only_losses_and_jacobian() -> None:
+    class TwoParabolas:
+        num_tasks, dim = 2, 1
+        mu, smoothness = 2.0, 2.0
+
+        def losses(self, x):
+            return np.array([(x[0] - 1) ** 2, (x[0] + 1) ** 2])
+
+        def jacobian(self, x):
+            return np.array([[2 * (x[0] - 1)], [2 * (x[0] + 1)]])
+
+    res = mc.minimize_max(TwoParabolas(), method="subgradient", x0=[0.7], steps=5000)
+    assert res.fun == pytest.approx(1.0, abs=1e-3)
+    res = mc.minimize_max(TwoParabolas(), method="softmax", x0=[0.7], temperature=0.01, steps=5000)
+    assert res.fun - 1.0 <= 0.01 * math.log(2) + 1e-6
+
+
+def test_divergence_is_reported() -> None:
+    prob = problem("quad-3x2")
+    res = mc.minimize_max(prob, method="average", step_size=1e3, steps=2000)
+    assert res.status == 3 and not res.success and "diverged" in res.message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"method": "newton"}, ValueError, "method must be one of"),
+        ({"method": "softmax", "temperature": 0.0}, ValueError, "temperature"),
+        ({"method": "softmax", "temperature": -1.0}, ValueError, "temperature"),
+        ({"method": "softmax", "step_size": math.nan}, ValueError, "step_size"),
+        ({"method": "group_dro", "weight_step_size": -2.0}, ValueError, "weight_step_size"),
+        ({"method": "subgradient", "temperature": 0.1}, TypeError, "temperature"),
+        ({"method": "softmax", "x0": [np.nan, 0.0]}, ValueError, "x0"),
+        ({"method": "softmax", "x0": [np.inf, 0.0]}, ValueError, "x0"),
+        ({"method": "softmax", "x0": [0.0, 0.0, 0.0]}, ValueError, "x0 must have shape"),
+        ({"method": "softmax", "steps": -1}, ValueError, "steps"),
+        ({"method": "softmax", "tol": 0.0}, ValueError, "tol"),
+        ({"method": "softmax", "batch_size": 0}, ValueError, "batch_size"),
+        ({"method": "softmax", "callback": 3}, TypeError, "callback"),
+        ({"method": "subgradient", "schedule": "fast"}, ValueError, "schedule"),
+    ],
+)
+def test_bad_input_names_the_parameter(kwargs, error, match) -> None:
+    with pytest.raises(error, match=match):
+        mc.minimize_max(problem("quad-3x2"), **kwargs)
+
+
+def test_bad_problem_outputs() -> None:
+    class WrongShape:
+        num_tasks, dim, mu, smoothness = 3, 2, 1.0, 1.0
+
+        def losses(self, x):
+            return np.zeros(2)
+
+        def jacobian(self, x):
+            return np.zeros((3, 2))
+
+    with pytest.raises(ValueError, match="losses"):
+        mc.minimize_max(WrongShape(), method="softmax")
+
+    class NoSample(WrongShape):
+        pass
+
+    with pytest.raises(TypeError, match="sample"):
+        mc.minimize_max(NoSample(), method="softmax", stochastic=True)
+
+    class NoConstants:
+        num_tasks, dim = 2, 1
+
+        def losses(self, x):
+            return np.array([x[0] ** 2, (x[0] - 1) ** 2])
+
+        def jacobian(self, x):
+            return np.array([[2 * x[0]], [2 * (x[0] - 1)]])
+
+    with pytest.raises(TypeError, match="mu"):
+        mc.minimize_max(NoConstants(), method="softmax")
