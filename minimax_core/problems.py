@@ -33,10 +33,13 @@ __all__ = [
     "RegressionFamily",
     "TaskSet",
     "check_problem",
+    "downstream_tasks",
     "generic_lipschitz",
     "logistic_tasks",
+    "random_mixtures",
     "random_quadratic",
     "regression_family",
+    "sample_mixture",
 ]
 
 Float = NDArray[np.float64]
@@ -550,3 +553,111 @@ def logistic_tasks(
         feats.append(a)
         labels.append(y)
     return LogisticTasks(feats, labels, l2=l2)
+
+
+# --------------------------------------------------------------------------- Section 5
+
+
+def _check_mixtures(mixtures: ArrayLike, num_tasks: int) -> Float:
+    """Rows on the probability simplex over ``num_tasks`` upstream tasks (``ValueError``
+    otherwise: nothing is renormalised silently)."""
+    lam = _float_array("mixtures", mixtures, 2)
+    if lam.shape[1] != num_tasks:
+        raise ValueError(
+            f"mixtures must have shape (K, num_tasks) = (K, {num_tasks}), got {lam.shape}"
+        )
+    if lam.shape[0] < 1:
+        raise ValueError("mixtures must hold at least one row")
+    if np.any(lam < 0):
+        raise ValueError("mixtures must be non-negative (rows on the probability simplex)")
+    sums = lam.sum(axis=1)
+    if not np.allclose(sums, 1.0, rtol=0.0, atol=1e-9):
+        worst = int(np.argmax(np.abs(sums - 1.0)))
+        raise ValueError(
+            f"every row of mixtures must sum to 1; row {worst} sums to {sums[worst]!r}"
+        )
+    return lam
+
+
+def random_mixtures(
+    num_tasks: int,
+    count: int,
+    *,
+    concentration: float = 1.0,
+    include_vertices: bool = True,
+    seed: int = 0,
+) -> Float:
+    """Downstream mixtures ``lambda_j`` on the simplex over ``num_tasks`` upstream tasks.
+
+    The ``M`` vertices ``e_1..e_M`` first (each upstream task is itself a downstream task)
+    when ``include_vertices``, then ``count`` draws from ``Dirichlet(concentration * 1)``:
+    small concentrations give mixtures near the vertices, large ones near the average.
+    """
+    num_tasks = _check_pos_int("num_tasks", num_tasks)
+    if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 0:
+        raise ValueError(f"count must be an integer >= 0, got {count!r}")
+    concentration = float(concentration)
+    if not (math.isfinite(concentration) and concentration > 0):
+        raise ValueError(f"concentration must be a finite number > 0, got {concentration!r}")
+    rng = np.random.default_rng(seed)
+    draws = rng.dirichlet(np.full(num_tasks, concentration), size=int(count))
+    rows = [np.eye(num_tasks)] if include_vertices else []
+    out: Float = np.concatenate([*rows, draws.reshape(int(count), num_tasks)], axis=0)
+    if out.shape[0] == 0:
+        raise ValueError("no mixtures: give count >= 1 or include_vertices=True")
+    return out
+
+
+def downstream_tasks(problem: QuadraticTasks, mixtures: ArrayLike) -> QuadraticTasks:
+    """Downstream tasks ``l_j = sum_i lambda_ji L_i`` of quadratic upstream tasks (Section 5).
+
+    A convex combination of quadratics is the quadratic with Hessian ``H_j = sum_i
+    lambda_ji A_i``, center ``H_j^{-1} sum_i lambda_ji A_i c_i`` and the offset that makes
+    the values agree: ``sum_i lambda_ji (c_i' A_i c_i / 2 + b_i) - c_j' H_j c_j / 2``. Each
+    row of ``mixtures`` (shape ``(K, M)``, on the simplex) gives one task of the result.
+    Since ``l_j <= max_i L_i`` pointwise, the minimax point bounds every downstream loss.
+    """
+    if not isinstance(problem, QuadraticTasks):
+        raise TypeError(
+            f"problem must be a QuadraticTasks (or a subclass), got {type(problem).__name__}"
+        )
+    lam = _check_mixtures(mixtures, problem.num_tasks)
+    a = problem.hessian_stack
+    h = np.einsum("km,mij->kij", lam, a)
+    h = 0.5 * (h + np.swapaxes(h, 1, 2))
+    try:
+        np.linalg.cholesky(h)
+    except np.linalg.LinAlgError as err:
+        raise ValueError(
+            "a mixture of the upstream Hessians is singular: downstream tasks need positive "
+            "definite sum_i lambda_ji A_i (use strongly convex upstream tasks)"
+        ) from err
+    linear = lam @ problem._a_c  # sum_i lambda_ji A_i c_i, (K, d)
+    centers = np.linalg.solve(h, linear[..., None])[..., 0]
+    const = 0.5 * np.einsum("mi,mi->m", problem.centers, problem._a_c) + problem.offsets
+    offsets = lam @ const - 0.5 * np.einsum("ki,ki->k", centers, linear)
+    return QuadraticTasks(h, centers, offsets, noise_scale=problem.noise_scale)
+
+
+def sample_mixture(
+    family: RegressionFamily, mixture: ArrayLike, num_samples: int, rng: np.random.Generator
+) -> tuple[Float, Float]:
+    """``num_samples`` rows ``(X, y)`` of the downstream task with mixture ``lambda``.
+
+    Each row picks an upstream task ``i`` with probability ``lambda_i`` and draws ``(a, y)``
+    from it, so the population loss is ``sum_i lambda_i L_i`` (the task of
+    :func:`downstream_tasks` applied to ``family.population()``).
+    """
+    lam = _check_mixtures(np.atleast_2d(np.asarray(mixture, dtype=np.float64)), family.num_tasks)
+    if lam.shape[0] != 1:
+        raise ValueError(f"mixture must be one row of length {family.num_tasks}")
+    num_samples = _check_pos_int("num_samples", num_samples)
+    counts = rng.multinomial(num_samples, lam[0] / lam[0].sum())
+    xs, ys = [], []
+    for task, n in enumerate(counts):
+        if n > 0:
+            a, y = family.sample_task(task, int(n), rng)
+            xs.append(a)
+            ys.append(y)
+    order = rng.permutation(num_samples)
+    return np.concatenate(xs)[order], np.concatenate(ys)[order]

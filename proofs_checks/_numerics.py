@@ -1,0 +1,171 @@
+"""Shared numerics of the checks: the log-sum-exp smoothing, its derivatives, its exact
+minimiser (Newton), and a certified bracket on ``F* = min_x max_i L_i(x)``.
+
+Every function is pure and works on any problem with ``losses``/``jacobian`` (plus
+``hessians`` for the second-order pieces and ``cvxpy_losses`` for the bracket).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.special import logsumexp
+
+import minimax_core as mc
+
+Float = NDArray[np.float64]
+
+#: float64 unit roundoff
+EPS = float(np.finfo(np.float64).eps)
+
+
+def check_temperature(temperature: float) -> float:
+    """``temperature`` as a float, or ``ValueError`` unless it is finite and > 0."""
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float | np.floating):
+        raise TypeError(f"temperature must be a positive number, got {type(temperature).__name__}")
+    value = float(temperature)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return value
+
+
+def check_steps(steps: int, name: str = "steps") -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {steps!r}")
+    return int(steps)
+
+
+def smoothed_value(values: Float, temperature: float) -> float:
+    """``F_tau = tau log sum_i exp(L_i / tau)`` from the losses (stable for any ``tau > 0``)."""
+    return float(temperature * logsumexp(np.asarray(values) / temperature))
+
+
+def softmax_weights(values: Float, temperature: float) -> Float:
+    """``w = softmax(L / tau)`` (the library's stable implementation)."""
+    out: Float = mc.weights.softmax_weights(np.asarray(values, dtype=np.float64), temperature)
+    return out
+
+
+def smoothed_value_and_grad(problem: Any, x: Float, temperature: float) -> tuple[float, Float]:
+    """``F_tau(x)`` and ``grad F_tau(x) = sum_i w_i grad L_i(x)`` with ``w = softmax(L/tau)``."""
+    v = np.asarray(problem.losses(x), dtype=np.float64)
+    g = np.asarray(problem.jacobian(x), dtype=np.float64)
+    return smoothed_value(v, temperature), softmax_weights(v, temperature) @ g
+
+
+def smoothed_hessian(problem: Any, x: Float, temperature: float) -> Float:
+    """``hess F_tau = sum_i w_i hess L_i + (1/tau) (sum_i w_i g_i g_i' - gbar gbar')``.
+
+    Differentiate ``grad F_tau = sum_i w_i g_i``: ``d w_i = w_i (d L_i - sum_k w_k d L_k)
+    / tau``, so the second term is ``1/tau`` times the ``w``-weighted covariance of the
+    task gradients.
+    """
+    v = np.asarray(problem.losses(x), dtype=np.float64)
+    g = np.asarray(problem.jacobian(x), dtype=np.float64)
+    w = softmax_weights(v, temperature)
+    h = np.asarray(problem.hessians(x), dtype=np.float64)
+    centred = g - w @ g
+    cov = np.einsum("m,mi,mj->ij", w, centred, centred)
+    out: Float = np.einsum("m,mij->ij", w, h) + cov / temperature
+    return 0.5 * (out + out.T)
+
+
+@dataclass(frozen=True)
+class SmoothedMinimum:
+    """``x_tau = argmin F_tau`` and ``F_tau(x_tau)``; ``decrement`` is the final Newton
+    decrement ``sqrt(g' H^{-1} g)`` (``F_tau(x) - min F_tau <= decrement^2`` near the
+    optimum for self-concordant-like behaviour; we only use it as a stopping test)."""
+
+    x: Float
+    value: float
+    decrement: float
+    iterations: int
+
+
+def minimize_smoothed(
+    problem: Any,
+    temperature: float,
+    x0: Float | None = None,
+    *,
+    max_iter: int = 200,
+) -> SmoothedMinimum:
+    """Minimise ``F_tau`` by damped Newton (backtracking on ``F_tau``) to full precision.
+
+    ``F_tau`` is ``mu``-strongly convex with the Hessian of :func:`smoothed_hessian`, so
+    Newton converges quadratically once close; the start defaults to zeros (a good start,
+    e.g. the minimax point, saves iterations at small temperatures).
+    """
+    temperature = check_temperature(temperature)
+    x = np.zeros(problem.dim) if x0 is None else np.array(x0, dtype=np.float64)
+    f, g = smoothed_value_and_grad(problem, x, temperature)
+    decrement = math.inf
+    for it in range(1, max_iter + 1):
+        h = smoothed_hessian(problem, x, temperature)
+        step = np.linalg.solve(h, g)
+        decrement = math.sqrt(max(float(g @ step), 0.0))
+        if decrement**2 <= 1e-28 * max(1.0, abs(f)):
+            return SmoothedMinimum(x, f, decrement, it)
+        alpha = 1.0
+        while True:
+            x_new = x - alpha * step
+            f_new, g_new = smoothed_value_and_grad(problem, x_new, temperature)
+            if f_new <= f - 0.25 * alpha * decrement**2 or alpha < 1e-12:
+                break
+            alpha *= 0.5
+        if f_new >= f and alpha < 1e-12:  # no further decrease representable
+            return SmoothedMinimum(x, f, decrement, it)
+        x, f, g = x_new, f_new, g_new
+    return SmoothedMinimum(x, f, decrement, max_iter)
+
+
+@dataclass(frozen=True)
+class OptimumBracket:
+    """``lower <= F* <= upper`` with ``x`` the CVXPY point (``upper = F(x)``).
+
+    ``lower`` is the weak-duality bound ``sum_i w_i L_i(x) - ||sum_i w_i grad L_i(x)||^2 /
+    (2 mu)`` at the CVXPY multipliers ``w`` (projected on the simplex): valid for any ``w``
+    on the simplex (see :func:`minimax_core.bounds.dual_lower_bound`).
+    """
+
+    lower: float
+    upper: float
+    x: Float
+    weights: Float
+
+    @property
+    def width(self) -> float:
+        return self.upper - self.lower
+
+
+def optimum_bracket(problem: Any, mu: float | None = None) -> OptimumBracket:
+    """Certified bracket on ``F*`` from the CVXPY + Clarabel reference."""
+    ref = mc.reference.solve_cvxpy(problem)
+    if not ref.success:
+        raise RuntimeError(f"the CVXPY reference failed: {ref.message}")
+    mu = float(problem.mu if mu is None else mu)
+    v = np.asarray(problem.losses(ref.x), dtype=np.float64)
+    g = np.asarray(problem.jacobian(ref.x), dtype=np.float64)
+    w = np.clip(np.asarray(ref.weights, dtype=np.float64), 0.0, None)
+    w = w / w.sum() if w.sum() > 0 else np.full(problem.num_tasks, 1.0 / problem.num_tasks)
+    lower = mc.bounds.dual_lower_bound(v, g, w, mu) if mu > 0 else -math.inf
+    upper = float(np.max(v))
+    return OptimumBracket(min(lower, upper), upper, ref.x, w)
+
+
+def value_tolerance(*values: float) -> float:
+    """Rounding allowance for a difference of computed loss values: ``1e3 eps`` times their
+    scale (each value is a sum of ``O(d^2)`` products computed in float64)."""
+    return 1e3 * EPS * max(1.0, *(abs(v) for v in values))
+
+
+def lipschitz(problem: Any, center: Float, radius: float) -> float:
+    """``G >= max_i ||grad L_i||`` on the ball ``||x - center|| <= radius``: the problem's
+    own bound when it has one, else :func:`minimax_core.problems.generic_lipschitz`."""
+    fn = getattr(problem, "lipschitz", None)
+    if callable(fn):
+        return float(fn(center, radius))
+    return mc.problems.generic_lipschitz(problem, center, radius)
