@@ -158,7 +158,7 @@ def check_linear_rate(
     t = np.arange(len(gaps), dtype=np.float64)
     bound = rate_bound**t * gaps[0]
     tol = value_tolerance(float(values[0]), best.value)
-    meaningful = bound > 1e3 * tol
+    meaningful = (bound > 1e3 * tol) & (t > 0)  # gap_0 / bound_0 = 1 says nothing
     ratio = float(np.max(gaps[meaningful] / bound[meaningful])) if meaningful.any() else 0.0
     predicted = math.nan
     if callable(getattr(problem, "hessians", None)):
