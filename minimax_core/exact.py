@@ -1,0 +1,748 @@
+"""Exact solvers of ``min_x F(x) = max_i L_i(x)``: the engines behind ``method="auto"``.
+
+Two algorithms, chosen by what the problem offers (:func:`solve`):
+
+``"interior_point"`` (tasks with Hessians: :class:`~minimax_core.problems.QuadraticTasks`,
+or any problem with ``hessians(x) -> (M, d, d)``)
+    A primal-dual interior-point method on the epigraph form ``min t  s.t.  L_i(x) <= t``
+    with Mehrotra's predictor-corrector. Slacks ``s = t - L(x) > 0`` and multipliers
+    ``lam > 0``; the Newton system for ``lam * s = sigma mu_c`` and stationarity, with
+    ``dlam`` and ``ds`` eliminated, is the ``(d+1) x (d+1)`` positive-definite system
+
+    ``[[H + G' D G, -G' D 1], [-1' D G, 1' D 1]] [dx; dt] = rhs``,
+    ``H = sum_i lam_i hess L_i``, ``D = diag(lam / s)``, ``G`` the Jacobian,
+
+    solved by one Cholesky factorisation (two solves: predictor and corrector). For
+    quadratic tasks the step length is exact: along ``dx`` each slack is the concave
+    quadratic ``s_i(a) = s_i + a ds_i - a^2 q_i/2`` with ``q_i = dx' A_i dx``, so the largest
+    step that keeps ``s_i(a) >= (1 - tau) s_i`` is a closed-form root, and the losses and
+    gradients at the new point follow from ``A_i dx`` without another evaluation. One
+    iteration costs two passes over the stack of Hessians (``sum_i lam_i A_i`` and
+    ``A_i dx``) plus one Cholesky. For other tasks the step backtracks on evaluations.
+
+``"gradient_mapping"`` (tasks that give only ``losses`` and ``jacobian``)
+    Nesterov's accelerated gradient method for max-type functions (Nesterov 2004,
+    Section 2.3.3): ``x+ = argmin_z max_i [L_i(y) + <grad L_i(y), z - y>] + (L/2)||z - y||^2``,
+    whose dual is the simplex QP ``max_w <w, L(y)> - ||G'w||^2/(2L)``
+    (:func:`~minimax_core.simplex_qp.solve_simplex_qp`, warm-started), then the momentum
+    ``y = x+ + beta (x+ - x)`` with ``beta = (sqrt L - sqrt mu)/(sqrt L + sqrt mu)`` (FISTA's
+    sequence when ``mu`` is unknown) and the gradient restart of O'Donoghue and Candes
+    (2015). Without a known ``smoothness`` the step backtracks on ``L``.
+
+Certificate (both algorithms): for weights ``w`` on the simplex, weak duality gives
+``F* >= min_y sum_i w_i L_i(y)``, bounded below by
+
+- ``sum_i w_i L_i(x) - ||sum_i w_i grad L_i(x)||^2 / (2 mu)`` (every task ``mu``-strongly
+  convex; :func:`minimax_core.bounds.dual_lower_bound`), and for quadratic tasks exactly by
+- ``sum_i w_i L_i(x) - r' H_w^{-1} r / 2`` with ``r = sum_i w_i grad L_i(x)`` and
+  ``H_w = sum_i w_i A_i`` (the minimum of the quadratic ``sum_i w_i L_i``).
+
+``certificate = F(x) - lower bound >= F(x) - F*``. ``success`` means
+``certificate <= tol * |F(x)| + atol``: ``tol`` is a relative accuracy (``atol``, default 0,
+is for optima at or near 0). The returned weights are the normalised multipliers; tasks
+whose multiplier is negligible are set to exactly zero when the pruned weights still
+certify the same tolerance, so the weights name the active tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.linalg
+from numpy.typing import NDArray
+
+from . import bounds
+from .simplex_qp import solve_simplex_qp
+
+__all__ = [
+    "ALGORITHMS",
+    "ExactSolution",
+    "choose_algorithm",
+    "gradient_mapping",
+    "interior_point",
+    "quadratic_lower_bound",
+    "solve",
+]
+
+Float = NDArray[np.float64]
+Callback = Callable[[int, Float, float], bool]
+
+ALGORITHMS = ("interior_point", "gradient_mapping")
+
+#: Status codes, shared with :class:`minimax_core.solvers.Result` (4 is specific here).
+CONVERGED, BUDGET, CALLBACK, NON_FINITE, STALLED = 0, 1, 2, 3, 4
+
+_FRACTION = 0.995  # fraction to the boundary kept by interior-point steps
+_STALL_WINDOW = 8  # iterations without a 10% better certificate before giving up
+
+
+@dataclass(frozen=True)
+class ExactSolution:
+    """What :func:`interior_point` and :func:`gradient_mapping` return.
+
+    ``certificate = fun - lower_bound`` bounds ``F(x) - F*``; ``weights`` are on the
+    simplex (the dual multipliers); ``history`` holds ``step``, ``fun`` (``F`` at the
+    iterate) and ``certificate`` per iteration.
+    """
+
+    x: Float
+    fun: float
+    weights: Float
+    lower_bound: float
+    certificate: float
+    nit: int
+    nfev: int
+    status: int
+    message: str
+    algorithm: str
+    history: dict[str, Float]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return self.status == CONVERGED
+
+
+# --------------------------------------------------------------------------- lower bounds
+
+
+def quadratic_lower_bound(
+    values: Float, jacobian: Float, weights: Float, weighted_hessian: Float
+) -> float:
+    """``min_y sum_i w_i L_i(y)`` for quadratic tasks, ``-inf`` if ``H_w`` is singular.
+
+    ``sum_i w_i L_i`` is the quadratic with value ``w'L(x)``, gradient ``r = G'w`` and
+    Hessian ``H_w`` at ``x``; its minimum is ``w'L(x) - r' H_w^{-1} r / 2``.
+    """
+    r = weights @ jacobian
+    try:
+        factor = scipy.linalg.cho_factor(weighted_hessian, check_finite=False)
+    except (np.linalg.LinAlgError, ValueError):
+        return -math.inf
+    step = scipy.linalg.cho_solve(factor, r, check_finite=False)
+    return float(weights @ values - 0.5 * (r @ step))
+
+
+def _lower_bound(
+    values: Float,
+    jacobian: Float,
+    weights: Float,
+    mu: float,
+    weighted_hessian: Float | None,
+) -> float:
+    """The best available lower bound on ``F*`` from the weights ``w`` (see the module)."""
+    lower = -math.inf
+    if mu > 0:
+        lower = bounds.dual_lower_bound(values, jacobian, weights, mu)
+    if weighted_hessian is not None:
+        lower = max(lower, quadratic_lower_bound(values, jacobian, weights, weighted_hessian))
+    return lower
+
+
+def _target(fun: float, tol: float, atol: float) -> float:
+    return tol * abs(fun) + atol
+
+
+# --------------------------------------------------------------------------- task models
+
+
+class _Model(Protocol):
+    """What the interior-point method needs from the tasks."""
+
+    exact_steps: bool
+    quadratic: bool
+    nfev: int
+    passes: int
+
+    def evaluate(self, x: Float) -> tuple[Float, Float]: ...
+
+    def weighted_hessian(self, x: Float, weights: Float) -> Float: ...
+
+    def products(self, direction: Float) -> Float: ...
+
+
+def _as_float(values: Any, jac: Any) -> tuple[Float, Float]:
+    return np.asarray(values, dtype=np.float64), np.asarray(jac, dtype=np.float64)
+
+
+class _QuadraticModel:
+    """Quadratic tasks: ``sum_i w_i A_i`` and ``A_i v`` are single passes over the stack."""
+
+    exact_steps = True
+    quadratic = True
+
+    def __init__(self, problem: Any) -> None:
+        stack = np.ascontiguousarray(problem.hessian_stack, dtype=np.float64)
+        m, d, _ = stack.shape
+        self.problem = problem
+        self.rows = stack.reshape(m * d, d)  # (A_1; ...; A_M) for all A_i v at once
+        self.flat = stack.reshape(m, d * d)  # for sum_i w_i A_i
+        self.shape = (m, d)
+        self.nfev = 0
+        self.passes = 0
+
+    def evaluate(self, x: Float) -> tuple[Float, Float]:
+        self.nfev += 1
+        vj = getattr(self.problem, "value_and_jacobian", None)
+        if vj is not None:
+            return _as_float(*vj(x))
+        return _as_float(self.problem.losses(x), self.problem.jacobian(x))
+
+    def weighted_hessian(self, x: Float, weights: Float) -> Float:
+        self.passes += 1
+        d = self.shape[1]
+        out: Float = (weights @ self.flat).reshape(d, d)
+        return out
+
+    def products(self, direction: Float) -> Float:
+        self.passes += 1
+        out: Float = (self.rows @ direction).reshape(self.shape)
+        return out
+
+
+class _HessianModel:
+    """Smooth tasks with ``hessians(x)``: steps are checked by evaluating the losses."""
+
+    exact_steps = False
+    quadratic = False
+
+    def __init__(self, problem: Any) -> None:
+        self.problem = problem
+        self.nfev = 0
+        self.passes = 0
+        self._vj = getattr(problem, "value_and_jacobian", None)
+
+    def evaluate(self, x: Float) -> tuple[Float, Float]:
+        self.nfev += 1
+        if self._vj is not None:
+            return _as_float(*self._vj(x))
+        return _as_float(self.problem.losses(x), self.problem.jacobian(x))
+
+    def weighted_hessian(self, x: Float, weights: Float) -> Float:
+        self.passes += 1
+        hess = np.asarray(self.problem.hessians(x), dtype=np.float64)
+        m, d = self.problem.num_tasks, self.problem.dim
+        if hess.shape != (m, d, d):
+            raise ValueError(
+                f"problem.hessians(x) must return shape (num_tasks, dim, dim) = ({m}, {d}, {d}),"
+                f" got {hess.shape}"
+            )
+        out: Float = np.einsum("m,mij->ij", weights, hess)
+        return 0.5 * (out + out.T)
+
+    def products(self, direction: Float) -> Float:  # pragma: no cover - never called
+        raise NotImplementedError("steps of non-quadratic tasks are checked by evaluation")
+
+
+def is_quadratic(problem: Any) -> bool:
+    from .problems import QuadraticTasks
+
+    return isinstance(problem, QuadraticTasks)
+
+
+def choose_algorithm(problem: Any) -> str:
+    """``"interior_point"`` when Hessians are available (quadratic tasks or a
+    ``hessians(x)`` method), else ``"gradient_mapping"``."""
+    if is_quadratic(problem) or callable(getattr(problem, "hessians", None)):
+        return "interior_point"
+    return "gradient_mapping"
+
+
+# --------------------------------------------------------------------------- bookkeeping
+
+
+class _Trace:
+    """History per iteration, the best point and its certificate, the stall test."""
+
+    def __init__(self, callback: Callback | None) -> None:
+        self.callback = callback
+        self.steps: list[int] = []
+        self.funs: list[float] = []
+        self.certs: list[float] = []
+        self.best_cert = math.inf
+        self.last_improvement = 0
+
+    def record(self, step: int, x: Float, fun: float, cert: float) -> bool:
+        """Record one iterate; ``True`` when the callback asks to stop."""
+        self.steps.append(step)
+        self.funs.append(fun)
+        self.certs.append(cert)
+        if cert < 0.9 * self.best_cert:
+            self.best_cert = cert
+            self.last_improvement = step
+        elif cert < self.best_cert:
+            self.best_cert = cert
+        return bool(self.callback is not None and self.callback(step, x, fun))
+
+    def stalled(self, step: int) -> bool:
+        return step - self.last_improvement >= _STALL_WINDOW
+
+    def history(self) -> dict[str, Float]:
+        return {
+            "step": np.asarray(self.steps, dtype=np.int64),
+            "fun": np.asarray(self.funs, dtype=np.float64),
+            "certificate": np.asarray(self.certs, dtype=np.float64),
+        }
+
+
+_MESSAGES = {
+    CONVERGED: "converged: certificate <= tol * |F(x)| + atol",
+    BUDGET: "iteration budget reached before the certificate met the tolerance",
+    CALLBACK: "stopped by the callback",
+    NON_FINITE: "diverged: non-finite losses or gradients",
+    STALLED: "stalled: the certificate stopped improving before the tolerance "
+    "(the limit of floating-point accuracy for this problem, or tol too small)",
+}
+
+
+def _finite(*arrays: Float) -> bool:
+    return all(bool(np.all(np.isfinite(a))) for a in arrays)
+
+
+def _prune(weights: Float, slacks: Float) -> Float:
+    """Weights with the negligible multipliers set to 0 (renormalised): a task is kept
+    when its weight is not tiny next to the largest one (the slack decides ties of scale)."""
+    keep = weights > 1e-9 * float(np.max(weights))
+    keep &= ~((weights < 1e-6 * float(np.max(weights))) & (slacks > 1e3 * float(np.min(slacks))))
+    if not np.any(keep):
+        return weights
+    out = np.where(keep, weights, 0.0)
+    pruned: Float = out / out.sum()
+    return pruned
+
+
+def _no_certificate_message(mu: float, quadratic: bool) -> str | None:
+    if mu > 0 or quadratic:
+        return None
+    return (
+        "no certificate: the tasks' strong convexity mu is unknown (pass mu=... or give the "
+        "problem a mu attribute), so F(x) - F* cannot be bounded"
+    )
+
+
+# --------------------------------------------------------------------------- interior point
+
+
+def _fraction_to_boundary(value: Float, change: Float, fraction: float) -> float:
+    """Largest ``a`` with ``value + a change >= (1 - fraction) value`` (``value > 0``)."""
+    neg = change < 0
+    if not np.any(neg):
+        return math.inf
+    return float(np.min(fraction * value[neg] / -change[neg]))
+
+
+def _quadratic_slack_step(slack: Float, change: Float, curvature: Float, fraction: float) -> float:
+    """Largest ``a`` with ``s + a ds - a^2 q/2 >= (1 - fraction) s`` for ``q >= 0``.
+
+    The positive root of ``q a^2/2 - ds a - fraction s = 0`` written without cancellation:
+    ``a = 2 fraction s / (-ds + sqrt(ds^2 + 2 q fraction s))`` (infinite when ``q = 0`` and
+    ``ds >= 0``).
+    """
+    q = np.maximum(curvature, 0.0)
+    denom = -change + np.sqrt(change * change + 2.0 * q * fraction * slack)
+    pos = denom > 0
+    if not np.any(pos):
+        return math.inf
+    return float(np.min(2.0 * fraction * slack[pos] / denom[pos]))
+
+
+def _newton_matrix(hess: Float, jac: Float, scaling: Float) -> Float:
+    """``[[H + G'DG, -G'D1], [-1'DG, 1'D1]]`` for ``D = diag(scaling)``."""
+    d = jac.shape[1]
+    k = np.empty((d + 1, d + 1))
+    scaled = jac * scaling[:, None]
+    k[:d, :d] = hess + jac.T @ scaled
+    col = -scaled.sum(axis=0)
+    k[:d, d] = col
+    k[d, :d] = col
+    k[d, d] = float(scaling.sum())
+    return k
+
+
+def _factor(matrix: Float) -> tuple[Any, float]:
+    """Cholesky factor of ``matrix``, with a diagonal shift added if it is not PD."""
+    shift = 0.0
+    scale = max(float(np.max(np.abs(np.diagonal(matrix)))), 1e-300)
+    for _ in range(30):
+        try:
+            shifted = matrix if shift == 0.0 else matrix + shift * np.eye(matrix.shape[0])
+            return scipy.linalg.cho_factor(shifted, check_finite=False), shift
+        except (np.linalg.LinAlgError, ValueError):
+            shift = max(shift * 100.0, 1e-14 * scale)
+    raise np.linalg.LinAlgError("the Newton matrix is not positive definite even shifted")
+
+
+def interior_point(
+    problem: Any,
+    x0: Float,
+    *,
+    mu: float = 0.0,
+    tol: float = 1e-10,
+    atol: float = 0.0,
+    max_iter: int = 200,
+    callback: Callback | None = None,
+) -> ExactSolution:
+    """Primal-dual interior-point method (Mehrotra) on ``min t  s.t.  L_i(x) <= t``.
+
+    ``problem``: :class:`~minimax_core.problems.QuadraticTasks` (exact steps) or any task set
+    with ``hessians(x)``. ``mu``: strong convexity of every task (0 if unknown: quadratic
+    tasks then use the exact quadratic bound). See the module docstring for the method and
+    the certificate.
+    """
+    model: _Model = _QuadraticModel(problem) if is_quadratic(problem) else _HessianModel(problem)
+    x = np.array(x0, dtype=np.float64)
+    values, jac = model.evaluate(x)
+    if not _finite(values, jac):
+        raise ValueError("problem.losses/jacobian returned NaN or Inf at x0")
+    m = values.shape[0]
+    fun = float(np.max(values))
+    theta = max(fun - float(np.min(values)), 1e-2 * abs(fun), 1e-12)
+    t = fun + theta
+    slack = t - values
+    lam = np.full(m, 1.0 / m)
+    trace = _Trace(callback)
+    status, it, fresh = BUDGET, 0, True
+    weights, lower, shift = lam.copy(), -math.inf, 0.0
+    for it in range(max_iter + 1):
+        hess = model.weighted_hessian(x, lam)
+        total = float(lam.sum())
+        weights = lam / total
+        fun = float(np.max(values))
+        target = _target(fun, tol, atol)
+        # the exact quadratic bound costs a Cholesky: only near the end
+        use_exact = model.quadratic and (mu <= 0 or fun - float(weights @ values) <= target)
+        lower = _lower_bound(values, jac, weights, mu, hess / total if use_exact else None)
+        if fun - lower <= target and not fresh:
+            values, jac = model.evaluate(x)  # drop the round-off of the incremental updates
+            fresh = True
+            if not _finite(values, jac):
+                status = NON_FINITE
+                break
+            fun = float(np.max(values))
+            target = _target(fun, tol, atol)
+            lower = _lower_bound(values, jac, weights, mu, hess / total if use_exact else None)
+        if trace.record(it, x, fun, fun - lower):
+            status = CALLBACK
+            break
+        if fun - lower <= target:
+            status = CONVERGED
+            break
+        if it == max_iter:
+            break
+        if trace.stalled(it):
+            status = STALLED
+            break
+        # ---- Newton system (predictor, then corrector with the same factorisation)
+        scaling = lam / slack
+        try:
+            factor, shift = _factor(_newton_matrix(hess, jac, scaling))
+        except np.linalg.LinAlgError:
+            status = STALLED
+            break
+        grad_x = lam @ jac
+        grad_t = 1.0 - total
+        primal = values - t + slack  # residual of L_i(x) - t + s_i = 0
+        duality = float(lam @ slack) / m
+
+        def solve(r: Float) -> tuple[Float, float, Float, Float]:
+            """Newton step for ``lam * s = -r`` residual ``r`` (see the module docstring)."""
+            ratio = (r + lam * primal) / slack  # noqa: B023
+            rhs = np.concatenate([-grad_x - ratio @ jac, [-grad_t + float(ratio.sum())]])  # noqa: B023
+            dz = scipy.linalg.cho_solve(factor, rhs, check_finite=False)  # noqa: B023
+            dx, dt = dz[:-1], float(dz[-1])
+            dlam = ratio + scaling * (jac @ dx - dt)  # noqa: B023
+            ds = (r - slack * dlam) / lam  # noqa: B023
+            return dx, dt, ds, dlam
+
+        _, _, ds_aff, dlam_aff = solve(-lam * slack)
+        a_aff = min(
+            1.0,
+            _fraction_to_boundary(lam, dlam_aff, 1.0),
+            _fraction_to_boundary(slack, ds_aff, 1.0),
+        )
+        duality_aff = float((lam + a_aff * dlam_aff) @ (slack + a_aff * ds_aff)) / m
+        sigma = min(1.0, (duality_aff / duality) ** 3) if duality > 0 else 0.0
+        dx, dt, ds, dlam = solve(sigma * duality - lam * slack - dlam_aff * ds_aff)
+        alpha = min(
+            1.0,
+            _fraction_to_boundary(lam, dlam, _FRACTION),
+            _fraction_to_boundary(slack, ds, _FRACTION),
+        )
+        if model.exact_steps:
+            prod = model.products(dx)
+            values = values + alpha * (jac @ dx) + 0.5 * alpha * alpha * (prod @ dx)
+            jac = jac + alpha * prod
+            fresh = False
+        else:
+            new = _backtrack(model, x, dx, alpha)
+            if new is None:
+                status = NON_FINITE
+                break
+            alpha, values, jac = new
+        if not _finite(values, jac):
+            status = NON_FINITE
+            break
+        x = x + alpha * dx
+        t = t + alpha * dt
+        slack = np.maximum(slack + alpha * ds, 1e-300)
+        lam = np.maximum(lam + alpha * dlam, 1e-300)
+    if not fresh and status != NON_FINITE:
+        values, jac = model.evaluate(x)
+        fun = float(np.max(values))
+        hess = model.weighted_hessian(x, lam) / float(lam.sum())
+        weights = lam / float(lam.sum())
+        lower = _lower_bound(values, jac, weights, mu, hess if model.quadratic else None)
+    weights, lower = _pruned_certificate(
+        model, x, values, jac, weights, lower, fun - values, mu, tol, atol
+    )
+    message = _MESSAGES[status]
+    info: dict[str, Any] = {"hessian_passes": model.passes, "regularisation": shift}
+    note = _no_certificate_message(mu, model.quadratic)
+    if note is not None and status != CONVERGED:
+        message = f"{message}; {note}"
+    return ExactSolution(
+        x=x,
+        fun=fun,
+        weights=weights,
+        lower_bound=lower,
+        certificate=fun - lower,
+        nit=it,
+        nfev=model.nfev,
+        status=status,
+        message=message,
+        algorithm="interior_point",
+        history=trace.history(),
+        info=info,
+    )
+
+
+def _pruned_certificate(
+    model: _Model,
+    x: Float,
+    values: Float,
+    jac: Float,
+    weights: Float,
+    lower: float,
+    slack: Float,
+    mu: float,
+    tol: float,
+    atol: float,
+) -> tuple[Float, float]:
+    """Zero the negligible multipliers if the pruned weights still certify ``tol``."""
+    pruned = _prune(weights, np.maximum(slack, 0.0))
+    if np.array_equal(pruned > 0, weights > 0):
+        return weights, lower
+    fun = float(np.max(values))
+    hess = model.weighted_hessian(x, pruned) if model.quadratic else None
+    pruned_lower = _lower_bound(values, jac, pruned, mu, hess)
+    if fun - pruned_lower <= max(_target(fun, tol, atol), fun - lower):
+        return pruned, pruned_lower
+    return weights, lower
+
+
+def _backtrack(
+    model: _Model, x: Float, dx: Float, alpha: float
+) -> tuple[float, Float, Float] | None:
+    """Evaluate at ``x + alpha dx``, halving ``alpha`` while the losses are not finite."""
+    for _ in range(60):
+        values, jac = model.evaluate(x + alpha * dx)
+        if _finite(values, jac):
+            return alpha, values, jac
+        alpha *= 0.5
+    return None
+
+
+# --------------------------------------------------------------------------- gradient mapping
+
+
+class _Evaluator:
+    def __init__(self, problem: Any) -> None:
+        self.problem = problem
+        self.nfev = 0
+        self._vj = getattr(problem, "value_and_jacobian", None)
+
+    def __call__(self, x: Float) -> tuple[Float, Float]:
+        self.nfev += 1
+        if self._vj is not None:
+            return _as_float(*self._vj(x))
+        return _as_float(self.problem.losses(x), self.problem.jacobian(x))
+
+
+def _secant_smoothness(evaluate: _Evaluator, x: Float, jac: Float) -> float:
+    """``max_i ||grad L_i(x') - grad L_i(x)|| / ||x' - x||`` along a short step of the
+    mean gradient: a starting guess that backtracking corrects upwards."""
+    direction = jac.mean(axis=0)
+    norm = float(np.linalg.norm(direction))
+    if norm == 0.0:
+        direction, norm = np.ones_like(x), math.sqrt(x.size)
+    h = 1e-4 * max(1.0, float(np.linalg.norm(x))) / norm
+    _, jac2 = evaluate(x - h * direction)
+    change = float(np.max(np.linalg.norm(jac2 - jac, axis=1))) / (h * norm)
+    return max(change, 1e-12)
+
+
+def gradient_mapping(
+    problem: Any,
+    x0: Float,
+    *,
+    mu: float = 0.0,
+    smoothness: float | None = None,
+    tol: float = 1e-10,
+    atol: float = 0.0,
+    max_iter: int = 2000,
+    callback: Callback | None = None,
+) -> ExactSolution:
+    """Nesterov's accelerated gradient method for max-type functions, with restart.
+
+    ``smoothness`` (every task ``L``-smooth) fixes the step; without it ``L`` starts from a
+    secant estimate and doubles whenever the upper model fails at the new point (one more
+    evaluation per step). ``mu > 0`` gives the momentum ``(sqrt L - sqrt mu)/(sqrt L +
+    sqrt mu)`` and the certificate; with ``mu = 0`` there is no certificate and the
+    result cannot succeed.
+    """
+    evaluate = _Evaluator(problem)
+    x = np.array(x0, dtype=np.float64)
+    values, jac = evaluate(x)
+    if not _finite(values, jac):
+        raise ValueError("problem.losses/jacobian returned NaN or Inf at x0")
+    adaptive = smoothness is None
+    lip = _secant_smoothness(evaluate, x, jac) if smoothness is None else float(smoothness)
+    trace = _Trace(callback)
+    y, x_prev = x.copy(), x.copy()
+    best_x, best_fun = x.copy(), float(np.max(values))
+    lower, best_weights = -math.inf, np.full(values.shape[0], 1.0 / values.shape[0])
+    w: Float | None = None
+    momentum, status, it, backtracks = 1.0, BUDGET, 0, 0
+    for it in range(max_iter + 1):
+        fun_y = float(np.max(values))
+        if fun_y < best_fun:
+            best_x, best_fun = y.copy(), fun_y
+        gram = jac @ jac.T
+        while True:
+            qp = solve_simplex_qp(gram / lip, values, warm_start=w)
+            w = qp.weights
+            move = w @ jac  # L (y - x+)
+            x_new = y - move / lip
+            if not adaptive:
+                break
+            new_values, new_jac = evaluate(x_new)
+            step = x_new - y
+            model = values + jac @ step + 0.5 * lip * float(step @ step)
+            slack = 1e-12 * max(1.0, float(np.max(np.abs(values))))
+            if _finite(new_values, new_jac) and np.all(new_values <= model + slack):
+                break
+            lip *= 2.0
+            backtracks += 1
+        if mu > 0:
+            bound = float(w @ values - (move @ move) / (2.0 * mu))
+            if bound > lower:
+                lower, best_weights = bound, w.copy()
+        if adaptive and float(np.max(new_values)) < best_fun:
+            best_x, best_fun = x_new.copy(), float(np.max(new_values))
+        if trace.record(it, y, fun_y, best_fun - lower):
+            status = CALLBACK
+            break
+        if best_fun - lower <= _target(best_fun, tol, atol):
+            status = CONVERGED
+            break
+        if it == max_iter:
+            break
+        if trace.stalled(it) and mu > 0:
+            status = STALLED
+            break
+        if float((y - x_new) @ (x_new - x_prev)) > 0:  # gradient restart
+            y, momentum = x_new, 1.0
+        else:
+            if mu > 0:
+                root_l, root_mu = math.sqrt(lip), math.sqrt(mu)
+                beta = (root_l - root_mu) / (root_l + root_mu)
+            else:
+                nxt = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * momentum * momentum))
+                beta, momentum = (momentum - 1.0) / nxt, nxt
+            y = x_new + beta * (x_new - x_prev)
+        x_prev = x_new
+        if adaptive and y is x_new:
+            values, jac = new_values, new_jac
+        else:
+            values, jac = evaluate(y)
+        if not _finite(values, jac):
+            status = NON_FINITE
+            break
+    message = _MESSAGES[status]
+    note = _no_certificate_message(mu, False)
+    if note is not None:
+        message = f"{message}; {note}"
+    return ExactSolution(
+        x=best_x,
+        fun=best_fun,
+        weights=best_weights,
+        lower_bound=lower,
+        certificate=best_fun - lower,
+        nit=it,
+        nfev=evaluate.nfev,
+        status=status,
+        message=message,
+        algorithm="gradient_mapping",
+        history=trace.history(),
+        info={"smoothness": lip, "backtracks": backtracks},
+    )
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def solve(
+    problem: Any,
+    x0: Float,
+    *,
+    algorithm: str | None = None,
+    mu: float | None = None,
+    smoothness: float | None = None,
+    tol: float = 1e-10,
+    atol: float = 0.0,
+    max_iter: int | None = None,
+    callback: Callback | None = None,
+) -> ExactSolution:
+    """Solve ``min_x max_i L_i(x)`` to the relative accuracy ``tol`` with a certificate.
+
+    ``algorithm``: ``"interior_point"``, ``"gradient_mapping"`` or ``None`` (by
+    :func:`choose_algorithm`). ``mu``/``smoothness`` default to the problem's attributes.
+    """
+    if algorithm is None:
+        algorithm = choose_algorithm(problem)
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS} or None, got {algorithm!r}")
+    if mu is None:
+        mu = float(getattr(problem, "mu", 0.0) or 0.0)
+    if smoothness is None:
+        value = getattr(problem, "smoothness", None)
+        smoothness = None if value is None else float(value)
+    x0 = np.asarray(x0, dtype=np.float64)
+    if algorithm == "interior_point":
+        if choose_algorithm(problem) != "interior_point":
+            raise ValueError(
+                "algorithm='interior_point' needs quadratic tasks or problem.hessians(x)"
+            )
+        return interior_point(
+            problem,
+            x0,
+            mu=mu,
+            tol=tol,
+            atol=atol,
+            max_iter=200 if max_iter is None else max_iter,
+            callback=callback,
+        )
+    return gradient_mapping(
+        problem,
+        x0,
+        mu=mu,
+        smoothness=smoothness,
+        tol=tol,
+        atol=atol,
+        max_iter=5000 if max_iter is None else max_iter,
+        callback=callback,
+    )
