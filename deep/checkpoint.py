@@ -1,0 +1,247 @@
+"""Atomic, code-free checkpoints.
+
+A checkpoint is a directory ``<checkpoint_dir>/step_00000100/`` with
+
+============================  ==================================================
+file                           contents
+============================  ==================================================
+``model.safetensors``          model weights (shared tensors stored once)
+``optimizer.pt``               ``optimizer.state_dict()`` (loaded with ``weights_only=True``)
+``state.safetensors``          every other tensor: rule and estimator state, running sums,
+                               history, per-rank torch RNG states
+``meta.json``                  step, data position, configuration, Python/numpy RNG
+                               states, and the SHA-256 of the three files above
+============================  ==================================================
+
+It is written into a hidden temporary directory that is renamed into place only when
+complete (``meta.json`` last, every file flushed to disk), so a crash never leaves a
+half-written checkpoint behind. Loading checks the hashes (a corrupted file is an error,
+never silently loaded) and never unpickles arbitrary objects: safetensors for tensors, JSON
+for metadata, ``torch.load(weights_only=True)`` for the optimizer state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "CheckpointError",
+    "find_latest",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_model_weights",
+    "write_checkpoint",
+]
+
+FORMAT_VERSION = 1
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+_FILES = ("model.safetensors", "optimizer.pt", "state.safetensors")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupted, or does not match this run."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A verified checkpoint: its ``path``, ``meta`` (JSON), tensors and optimizer state."""
+
+    path: Path
+    meta: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some filesystems cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def list_checkpoints(checkpoint_dir: str | os.PathLike[str]) -> list[Path]:
+    """Complete checkpoints in ``checkpoint_dir`` (those with ``meta.json``), oldest first."""
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = _STEP_DIR.match(child.name)
+        if match and child.is_dir() and (child / "meta.json").is_file():
+            found.append((int(match.group(1)), child))
+    return [path for _, path in sorted(found)]
+
+
+def find_latest(checkpoint_dir: str | os.PathLike[str]) -> Path | None:
+    """The newest complete checkpoint in ``checkpoint_dir``, or ``None``."""
+    found = list_checkpoints(checkpoint_dir)
+    return found[-1] if found else None
+
+
+def write_checkpoint(
+    checkpoint_dir: str | os.PathLike[str],
+    *,
+    step: int,
+    model: torch.nn.Module,
+    optimizer_state: Mapping[str, Any],
+    tensors: Mapping[str, torch.Tensor],
+    meta: Mapping[str, Any],
+    keep: int | None = None,
+) -> Path:
+    """Write ``step_<step>/`` atomically and keep only the newest ``keep`` checkpoints."""
+    root = Path(checkpoint_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:08d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-step_{step:08d}-"))
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(dict(optimizer_state), tmp / "optimizer.pt")
+        cpu_tensors = {k: v.detach().cpu().clone() for k, v in tensors.items()}
+        save_file(cpu_tensors, str(tmp / "state.safetensors"))
+        full_meta = dict(meta)
+        full_meta["format"] = FORMAT_VERSION
+        full_meta["step"] = step
+        full_meta["files"] = {name: _sha256(tmp / name) for name in _FILES}
+        with open(tmp / "meta.json", "w", encoding="utf-8") as fh:
+            json.dump(full_meta, fh, indent=1, allow_nan=False)
+        for name in (*_FILES, "meta.json"):
+            _fsync_file(tmp / name)
+        _fsync_dir(tmp)
+        if final.exists():  # an older run wrote the same step: replace it
+            trash = Path(tempfile.mkdtemp(dir=root, prefix=f".old-step_{step:08d}-"))
+            os.replace(final, trash / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if keep is not None:
+        for old in list_checkpoints(root)[:-keep]:
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def resolve(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint directory, or the newest one inside a checkpoint root."""
+    path = Path(path)
+    if (path / "meta.json").is_file():
+        return path
+    latest = find_latest(path)
+    if latest is None:
+        raise CheckpointError(
+            f"no checkpoint at {path}: expected a step_XXXXXXXX directory with meta.json, or a "
+            "folder containing such directories"
+        )
+    return latest
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read and verify a checkpoint (``path`` may be its root folder: the newest is used)."""
+    path = resolve(path)
+    try:
+        with open(path / "meta.json", encoding="utf-8") as fh:
+            meta = json.load(fh)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupted: cannot read meta.json ({err})"
+        ) from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format {meta.get('format') if isinstance(meta, dict) else None!r}; "
+            f"this version reads format {FORMAT_VERSION}"
+        )
+    files = meta.get("files", {})
+    for name in _FILES:
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint {path} is incomplete: {name} is missing")
+        if files.get(name) != _sha256(file):
+            raise CheckpointError(
+                f"checkpoint {path} is corrupted: {name} does not match its SHA-256 in meta.json"
+            )
+    try:
+        tensors = load_file(str(path / "state.safetensors"))
+        optimizer_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, OSError, EOFError) as err:
+        raise CheckpointError(f"checkpoint {path} is corrupted: {err}") from err
+    return Checkpoint(path, meta, tensors, optimizer_state)
+
+
+def _check_model_file(model: torch.nn.Module, file: Path) -> None:
+    """Names and shapes in ``file`` against ``model`` before anything is copied."""
+    with safe_open(str(file), framework="pt") as fh:
+        shapes = {key: tuple(fh.get_slice(key).get_shape()) for key in fh.keys()}
+    state = model.state_dict()
+    wrong = [
+        f"{k}: checkpoint {shapes[k]} vs model {tuple(v.shape)}"
+        for k, v in state.items()
+        if k in shapes and tuple(v.shape) != shapes[k]
+    ]
+    unexpected = sorted(set(shapes) - set(state))
+    groups: dict[tuple[int, int], list[str]] = {}
+    for k, v in state.items():  # tied tensors are stored once under one of their names
+        groups.setdefault((v.untyped_storage().data_ptr(), v.storage_offset()), []).append(k)
+    missing = sorted(k for names in groups.values() if not set(names) & set(shapes) for k in names)
+    if wrong or unexpected or missing:
+        raise CheckpointError(
+            f"checkpoint {file.parent} does not match the model: shape mismatches {wrong[:5]}, "
+            f"missing keys {missing[:10]}, unexpected keys {unexpected[:10]}"
+        )
+
+
+def load_model_weights(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
+    """Load ``model.safetensors`` into ``model``; names and shapes must match exactly.
+
+    Everything is checked before the first tensor is copied, so a mismatch leaves ``model``
+    untouched.
+    """
+    file = checkpoint.path / "model.safetensors"
+    try:
+        _check_model_file(model, file)
+        load_model(model, str(file), strict=True)
+    except (RuntimeError, SafetensorError) as err:
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path} does not match the model: {err}"
+        ) from err

@@ -1,0 +1,190 @@
+"""Run logs: one JSON line per logging step, an optional TensorBoard writer, the time-averaged
+weights as JSON, and reading a log back into a history.
+
+``log.jsonl`` holds one object per logging step with the keys of :data:`HISTORY_KEYS` (lists
+for the per-task entries) plus throughput. Lines are appended and flushed one at a time; on
+resume the file is rewritten (atomically) without the lines past the checkpoint's step, so
+it never holds two entries for one step, and a torn last line from a crash is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+__all__ = [
+    "HISTORY_KEYS",
+    "JsonlLog",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "empty_history",
+    "read_log",
+    "tensorboard_writer",
+    "write_json_atomic",
+]
+
+HISTORY_KEYS = (
+    "step",
+    "loss",
+    "mean_loss",
+    "worst_loss",
+    "task_losses",
+    "weights",
+    "counts",
+    "lr",
+    "grad_norm",
+)
+"""``step`` (int), ``loss`` (``sum_i w_i L_i``), ``mean_loss`` (item-weighted mean),
+``worst_loss`` (``max_i L_i`` over present tasks), ``task_losses`` / ``weights`` / ``counts``
+(``(n_logged, M)``), ``lr``, ``grad_norm`` (before clipping; NaN when not computed)."""
+
+
+def empty_history(num_tasks: int) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {k: np.zeros(0) for k in HISTORY_KEYS}
+    out["step"] = np.zeros(0, dtype=np.int64)
+    for key in ("task_losses", "weights", "counts"):
+        out[key] = np.zeros((0, num_tasks))
+    return out
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return _finite_or_none(float(value))
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
+    """Write JSON through a temporary file and a rename (never half-written)."""
+    text = json.dumps({k: _jsonable(v) for k, v in payload.items()}, indent=1) + "\n"
+    return atomic_write_text(Path(path), text)
+
+
+class JsonlLog:
+    """Append-only JSONL log, truncated to ``keep_through_step`` when a run resumes."""
+
+    def __init__(self, path: Path, keep_through_step: int | None) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if keep_through_step is not None:
+            kept = [
+                json.dumps(entry)
+                for entry in _read_entries(path)
+                if int(entry.get("step", 0)) <= keep_through_step
+            ]
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+        self._fh: TextIO | None = open(path, "a", encoding="utf-8")
+
+    def write(self, entry: Mapping[str, Any]) -> None:
+        if self._fh is None:
+            raise RuntimeError("the log is closed")
+        self._fh.write(json.dumps({k: _jsonable(v) for k, v in entry.items()}) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _read_entries(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    entries = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:  # a torn last line from a crash
+                continue
+    return entries
+
+
+def read_log(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The history stored in a ``log.jsonl`` (or in ``<log_dir>/log.jsonl``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "log.jsonl"
+    entries = _read_entries(path)
+    if not entries:
+        raise ValueError(f"{path} holds no log entries")
+    history: dict[str, np.ndarray] = {}
+    for key in HISTORY_KEYS:
+        values = [np.nan if e.get(key) is None else e[key] for e in entries]
+        if key in ("task_losses", "weights", "counts"):
+            values = [[np.nan if v is None else v for v in row] for row in values]
+        history[key] = np.asarray(values, dtype=np.int64 if key == "step" else np.float64)
+    return history
+
+
+def tensorboard_writer(log_dir: Path) -> Any:
+    """A ``torch.utils.tensorboard.SummaryWriter`` in ``log_dir/tensorboard``."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise ImportError(
+            "tensorboard=True needs the tensorboard package: pip install tensorboard"
+        ) from err
+    return SummaryWriter(log_dir=str(log_dir / "tensorboard"))
+
+
+def tensorboard_write(writer: Any, entry: Mapping[str, Any], task_names: Sequence[str]) -> None:
+    step = int(entry["step"])
+    for key in ("loss", "mean_loss", "worst_loss", "lr", "grad_norm", "items_per_second"):
+        value = entry.get(key)
+        if value is not None and math.isfinite(float(value)):
+            writer.add_scalar(f"train/{key}", float(value), step)
+    for i, name in enumerate(task_names):
+        writer.add_scalar(f"task_loss/{name}", float(entry["task_losses"][i]), step)
+        writer.add_scalar(f"weight/{name}", float(entry["weights"][i]), step)
+    writer.flush()

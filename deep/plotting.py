@@ -1,0 +1,95 @@
+"""``plot_history``: per-task losses and weights over training, to PNG."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["plot_history"]
+
+
+def _load_history(source: Any) -> tuple[dict[str, np.ndarray], list[str] | None]:
+    """A history dict from a result, a history mapping, a ``log.jsonl`` or a log folder."""
+    from .logs import read_log
+
+    names = None
+    if hasattr(source, "history") and hasattr(source, "config"):  # a PretrainResult
+        names = list(source.config.get("task_names", [])) or None
+        source = source.history
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        config = (path if path.is_dir() else path.parent) / "config.json"
+        if config.is_file():
+            import json
+
+            names = json.loads(config.read_text(encoding="utf-8")).get("task_names")
+        return read_log(path), names
+    if not isinstance(source, Mapping):
+        raise TypeError(
+            "plot_history needs a PretrainResult, a history dict, a log.jsonl path or a log "
+            f"folder, got {type(source).__name__}"
+        )
+    history = {k: np.asarray(v) for k, v in source.items()}
+    for key in ("step", "task_losses", "weights"):
+        if key not in history:
+            raise ValueError(f"the history has no {key!r} entry")
+    return history, names
+
+
+def plot_history(
+    source: Any,
+    out_png: str | os.PathLike[str],
+    *,
+    task_names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Draw per-task losses (top) and task weights (bottom) against the optimizer step.
+
+    ``source`` is a :class:`deep.PretrainResult`, its ``history`` dict, a ``log.jsonl`` file,
+    or the ``log_dir`` holding one. Writes ``out_png`` atomically and returns its path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from .logs import atomic_write_bytes
+
+    history, saved_names = _load_history(source)
+    steps = np.asarray(history["step"], dtype=float)
+    losses = np.atleast_2d(np.asarray(history["task_losses"], dtype=float))
+    weights = np.atleast_2d(np.asarray(history["weights"], dtype=float))
+    if steps.size == 0:
+        raise ValueError("the history is empty: nothing to plot")
+    num_tasks = losses.shape[1]
+    names = list(task_names or saved_names or [f"task{i}" for i in range(num_tasks)])
+    if len(names) != num_tasks:
+        raise ValueError(f"task_names must have {num_tasks} names, got {len(names)}")
+
+    colors = plt.get_cmap("tab10" if num_tasks <= 10 else "tab20")(np.arange(num_tasks) % 20)
+    fig, (ax_loss, ax_w) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    for i in range(num_tasks):
+        ax_loss.plot(steps, losses[:, i], color=colors[i], lw=1.4, label=names[i])
+    if "worst_loss" in history and np.any(np.isfinite(history["worst_loss"])):
+        ax_loss.plot(steps, history["worst_loss"], "k--", lw=1.0, label="worst task")
+    ax_loss.set_ylabel("per-task mean loss (nats)")
+    ax_loss.grid(alpha=0.3)
+    ax_loss.legend(loc="upper right", fontsize=8, ncol=max(1, (num_tasks + 1) // 8))
+    ax_w.stackplot(steps, np.nan_to_num(weights).T, colors=colors, labels=names, alpha=0.85)
+    ax_w.set_ylim(0.0, 1.0)
+    ax_w.set_xlabel("optimizer step")
+    ax_w.set_ylabel("task weight $w_i$ (stacked, sums to 1)")
+    ax_w.grid(alpha=0.3)
+    ax_loss.set_title(title or "Task-robust pre-training: per-task losses and weights")
+    fig.tight_layout()
+
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(Path(out_png), buffer.getvalue())

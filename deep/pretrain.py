@@ -1,0 +1,1079 @@
+"""``deep.pretrain``: the training loop of task-robust pre-training.
+
+One readable loop in the spirit of nanoGPT's ``train.py``. Each optimizer step draws
+``accumulation_steps`` micro-batches; for each one
+
+1. ``values, ids = task_loss(model, batch)``: one forward, per-item losses and task ids;
+2. per-task sums and counts with one scatter (:func:`deep.objective.task_sums`); under
+   torchrun they are all-reduced, so every rank sees the global batch's numbers;
+3. the estimator turns the step's per-task means so far into a detached estimate ``Lhat``,
+   and the weight rule maps it to ``w`` (absent tasks: weight 0, the rest renormalised);
+4. one backward of ``sum_i w_i L_i`` (scaled by ``world_size / accumulation_steps`` so that
+   DDP's gradient average equals the gradient on the global batch).
+
+Then gradient clipping, the optimizer step, and the learning-rate schedule. No step of this
+reads a device value back to the host, except the finiteness check on CPU and in
+``on_nonfinite="skip"`` mode (see ``check_every``); logging reads once per ``log_every``.
+
+Gradient accumulation. The weights of micro-batch ``k`` come from the rule applied to the
+per-task means of micro-batches ``1..k`` of the step (the weights cannot wait for later
+micro-batches without a second forward), and the rule's state advances once per step with
+the means of the whole step. With ``accumulation_steps = 1`` this is exactly
+``w_t = rule(L(x_t))``, ``x_{t+1} = x_t - eta_t sum_i w_ti grad L_i(x_t)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from minimax_core.weights import WeightRule
+
+from . import checkpoint as ckpt
+from .data import BatchStream, move_to_device
+from .distributed import Context, setup
+from .logs import (
+    JsonlLog,
+    empty_history,
+    tensorboard_write,
+    tensorboard_writer,
+    write_json_atomic,
+)
+from .objective import IGNORE_INDEX, EstimateState, LossEstimator, ema, present_weights, task_sums
+
+__all__ = ["PretrainResult", "lr_factor", "pretrain"]
+
+Schedule = str | Callable[[int], float]
+TaskLoss = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor]]
+
+_FAULT_IDS, _FAULT_EMPTY, _FAULT_NONFINITE = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """What :func:`pretrain` returns.
+
+    ``history``: numpy arrays with one row per logging step (keys in
+    :data:`deep.logs.HISTORY_KEYS`; per-task entries are ``(n_logged, M)``); ``task_losses``
+    are the per-task means over the items since the previous logging step and ``weights`` the
+    mean of the step weights over those steps (with ``log_every=1``: each step's values).
+    ``mean_weights``: the weights averaged over all applied steps. ``steps``: optimizer steps
+    done (including ``skipped_steps``). ``stopped_early``: the data ran out before ``steps``.
+    """
+
+    model: nn.Module
+    history: dict[str, np.ndarray]
+    mean_weights: np.ndarray
+    steps: int
+    skipped_steps: int
+    rule_state: Any
+    estimator_state: EstimateState
+    checkpoint: Path | None
+    log_path: Path | None
+    wall_seconds: float
+    stopped_early: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+class _Running(NamedTuple):
+    """Device-side running sums (no host sync until they are read at a logging step)."""
+
+    weight_sum: torch.Tensor  # (M,) sum of applied step weights
+    applied_steps: int
+    interval_sums: torch.Tensor  # (M,) per-task loss sums since the last log
+    interval_counts: torch.Tensor  # (M,)
+    interval_weights: torch.Tensor  # (M,)
+    interval_loss: torch.Tensor  # () sum of step objectives
+    interval_steps: int
+    fault: torch.Tensor  # (3,) int64: first faulty step (or -1), fault code, task
+    stop: torch.Tensor  # () > 0 once any rank asked to stop
+    grad_norm: torch.Tensor  # () last pre-clipping gradient norm (NaN if not computed)
+
+
+def _running_init(num_tasks: int, device: torch.device) -> _Running:
+    acc = torch.float32 if device.type == "mps" else torch.float64
+    zeros = torch.zeros(num_tasks, dtype=acc, device=device)
+    return _Running(
+        weight_sum=zeros,
+        applied_steps=0,
+        interval_sums=zeros,
+        interval_counts=zeros,
+        interval_weights=zeros,
+        interval_loss=torch.zeros((), dtype=acc, device=device),
+        interval_steps=0,
+        fault=torch.tensor([-1, 0, -1], dtype=torch.int64, device=device),
+        stop=torch.zeros((), dtype=acc, device=device),
+        grad_norm=torch.full((), float("nan"), dtype=acc, device=device),
+    )
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _real(name: str, value: Any, low: float, allow_low: bool, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    ok = math.isfinite(value) and (value >= low if allow_low else value > low) and value <= high
+    if not ok:
+        bound = f">= {low}" if allow_low else f"> {low}"
+        upper = "" if math.isinf(high) else f" and <= {high}"
+        raise ValueError(f"{name} must be a finite number {bound}{upper}, got {value!r}")
+    return value
+
+
+def lr_factor(
+    step: int, *, steps: int, warmup_steps: int, schedule: Schedule, min_lr_ratio: float
+) -> float:
+    """Learning-rate multiplier at (0-based) ``step``.
+
+    Linear warm-up ``(step + 1) / (warmup_steps + 1)`` for ``step < warmup_steps``; then, with
+    ``p = (step - warmup_steps) / (steps - warmup_steps)`` in ``[0, 1)``: ``"cosine"``
+    ``r + (1 - r) (1 + cos(pi p)) / 2``, ``"linear"`` ``1 - (1 - r) p``, ``"constant"`` 1, where
+    ``r = min_lr_ratio``. A callable ``schedule(step)`` replaces all of this.
+    """
+    if callable(schedule):
+        value = schedule(step)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (math.isfinite(value) and value >= 0)
+        ):
+            raise ValueError(f"schedule({step}) must return a finite number >= 0, got {value!r}")
+        return float(value)
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "cosine":
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - (1.0 - min_lr_ratio) * progress  # linear
+
+
+def _default_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    device: torch.device,
+) -> torch.optim.Optimizer:
+    """AdamW with decay on matrices and embeddings only (not biases or norms), as in nanoGPT."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no parameter that requires grad: nothing to train")
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
+
+
+def _precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype (``None`` for float32)."""
+    allowed = ("auto", "bf16", "fp32")
+    if precision not in allowed:
+        raise ValueError(f"precision must be one of {allowed}, got {precision!r}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+# --------------------------------------------------------------------------- state <-> files
+
+
+def _state_parts(prefix: str, state: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A NamedTuple state as JSON fields and named tensors."""
+    if not (isinstance(state, tuple) and hasattr(state, "_asdict")):
+        raise TypeError(f"cannot checkpoint a {prefix} of type {type(state).__name__}")
+    fields: dict[str, Any] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    for name, value in state._asdict().items():
+        key = f"{prefix}.{name}"
+        if value is None or isinstance(value, bool | int | float | str):
+            fields[name] = value
+        elif isinstance(value, torch.Tensor):
+            tensors[key] = value
+            fields[name] = {"tensor": key}
+        elif isinstance(value, np.ndarray):
+            tensors[key] = torch.from_numpy(np.ascontiguousarray(value))
+            fields[name] = {"ndarray": key}
+        else:
+            raise TypeError(
+                f"cannot checkpoint field {name!r} of the {prefix} ({type(value).__name__}): "
+                "states must hold numbers, None, tensors or numpy arrays"
+            )
+    return fields, tensors
+
+
+def _state_from_parts(
+    template: Any,
+    fields: Mapping[str, Any],
+    tensors: Mapping[str, torch.Tensor],
+    device: torch.device,
+) -> Any:
+    values: dict[str, Any] = {}
+    for name in template._fields:
+        if name not in fields:
+            raise ckpt.CheckpointError(f"checkpoint state has no field {name!r}")
+        value = fields[name]
+        if isinstance(value, dict) and "tensor" in value:
+            values[name] = tensors[value["tensor"]].to(device)
+        elif isinstance(value, dict) and "ndarray" in value:
+            values[name] = tensors[value["ndarray"]].numpy()
+        else:
+            values[name] = value
+    return template._replace(**values)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    py = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]  # noqa: NPY002
+    state: dict[str, Any] = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
+    """Restore the states of :func:`_rng_state`."""
+    version, keys, gauss = state["python"]
+    random.setstate((version, tuple(keys), gauss))
+    name, np_keys, pos, has_gauss, cached = state["numpy"]
+    np_state = (name, np.asarray(np_keys, dtype=np.uint32), pos, has_gauss, cached)
+    np.random.set_state(np_state)  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# --------------------------------------------------------------------------- interruption
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop stops at the next step boundary with a checkpoint.
+
+    A second signal interrupts at once.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            self.__exit__()
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(
+            f"\ndeep.pretrain: got {signal.Signals(signum).name}; finishing this step and writing "
+            "a checkpoint (send it again to abort at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _history_arrays(history: Mapping[str, list[Any]], num_tasks: int) -> dict[str, np.ndarray]:
+    out = {}
+    for key, values in history.items():
+        per_task = key in ("task_losses", "weights", "counts")
+        shape = (len(values), num_tasks) if per_task else (len(values),)
+        dtype = np.int64 if key == "step" else np.float64
+        out[key] = np.asarray(values, dtype=dtype).reshape(shape)
+    return out
+
+
+def _log_entry(
+    packed: Sequence[float], num_tasks: int, n_steps: int, step: int, skipped: int
+) -> dict[str, Any]:
+    """One history row from the packed interval sums (see the logging block of the loop)."""
+    M = num_tasks
+    sums, counts = np.asarray(packed[:M]), np.asarray(packed[M : 2 * M])
+    present = counts > 0
+    task_losses = np.where(present, sums / np.maximum(counts, 1.0), np.nan)
+    return {
+        "step": step,
+        "loss": packed[3 * M] / n_steps if n_steps else float("nan"),
+        "mean_loss": float(sums.sum() / counts.sum()) if present.any() else float("nan"),
+        "worst_loss": float(np.max(task_losses[present])) if present.any() else float("nan"),
+        "task_losses": task_losses,
+        "weights": np.asarray(packed[2 * M : 3 * M]) / max(n_steps, 1),
+        "counts": counts,
+        "grad_norm": packed[3 * M + 1],
+        "skipped_steps": skipped,
+    }
+
+
+def _postfix(entry: Mapping[str, Any], names: Sequence[str]) -> dict[str, str]:
+    losses = entry["task_losses"]
+    out = {"loss": f"{entry['loss']:.4g}"}
+    if np.any(np.isfinite(losses)):
+        worst = int(np.nanargmax(losses))
+        out["worst"] = f"{names[worst]}={losses[worst]:.4g}"
+    if entry.get("tokens_per_second"):
+        out["tok/s"] = f"{entry['tokens_per_second']:.3g}"
+    else:
+        out["items/s"] = f"{entry['items_per_second']:.3g}"
+    return out
+
+
+def _call_task_loss(
+    task_loss: TaskLoss, model: nn.Module, batch: Any, step: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    out = task_loss(model, batch)
+    if not (isinstance(out, tuple | list) and len(out) == 2):
+        raise TypeError(
+            "task_loss(model, batch) must return (per_item_losses, task_ids), two tensors; at "
+            f"step {step} it returned {type(out).__name__}"
+        )
+    values, ids = out
+    if values is None or not isinstance(values, torch.Tensor):
+        raise TypeError(
+            f"task_loss returned no loss tensor at step {step} (got {type(values).__name__}); a "
+            "model that returns no loss needs labels, or compute the loss from its logits"
+        )
+    if values.ndim == 0:
+        raise ValueError(
+            f"task_loss returned a scalar loss at step {step}; it must return one loss per item "
+            "(e.g. F.cross_entropy(..., reduction='none')) and their task ids"
+        )
+    if values.numel() == 0:
+        raise ValueError(f"empty batch at step {step}: task_loss returned 0 items")
+    if not values.requires_grad:
+        raise ValueError(
+            f"the losses from task_loss at step {step} do not require grad: they were detached, "
+            "computed under torch.no_grad(), or the model has no trainable parameter"
+        )
+    return values, ids
+
+
+def _fault_message(
+    code: int, step: int, task: int, names: Sequence[str], sums: torch.Tensor, counts: torch.Tensor
+) -> str:
+    if code == _FAULT_IDS:
+        return (
+            f"task_loss returned task ids outside [0, num_tasks) = [0, {len(names)}) at step "
+            f"{step}; ids must lie in that range or equal ignore_index"
+        )
+    if code == _FAULT_EMPTY:
+        return f"empty batch at step {step}: every item has task id ignore_index (no task present)"
+    means = (sums / counts.clamp_min(1)).tolist()
+    bad = [f"{names[i]} ({means[i]})" for i in range(len(names)) if not math.isfinite(means[i])]
+    label = names[task] if 0 <= task < len(names) else str(task)
+    return (
+        f"non-finite loss at step {step}: task {task} ({label}) has mean loss "
+        f"{means[task] if 0 <= task < len(means) else 'nan'}; non-finite tasks: {', '.join(bad)}. "
+        "Lower the learning rate, check the data, or pass on_nonfinite='skip'"
+    )
+
+
+def pretrain(
+    model: nn.Module,
+    batches: Iterable[Any] | Callable[[int], Iterable[Any]],
+    *,
+    num_tasks: int,
+    task_loss: TaskLoss,
+    rule: WeightRule,
+    steps: int,
+    optimizer: torch.optim.Optimizer | Callable[[nn.Module], torch.optim.Optimizer] | None = None,
+    lr: float | None = None,
+    weight_decay: float = 0.01,
+    betas: tuple[float, float] = (0.9, 0.999),
+    warmup_steps: int = 0,
+    schedule: Schedule = "cosine",
+    min_lr_ratio: float = 0.1,
+    grad_clip: float | None = 1.0,
+    accumulation_steps: int = 1,
+    estimator: LossEstimator | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "auto",
+    compile: bool | Mapping[str, Any] = False,
+    seed: int | None = 0,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    keep_checkpoints: int | None = 2,
+    resume: str | os.PathLike[str] | bool | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+    log_every: int = 10,
+    tensorboard: bool = False,
+    progress: bool = True,
+    on_nonfinite: str = "raise",
+    check_every: int | None = None,
+    task_names: Sequence[str] | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    ddp_options: Mapping[str, Any] | None = None,
+) -> PretrainResult:
+    """Pre-train ``model`` on ``num_tasks`` tasks with the weights of ``rule``.
+
+    Args:
+        model: any ``nn.Module`` (a ``transformers`` model included); moved to ``device``.
+        batches: a re-iterable, an iterator/generator, or ``position -> iterable``; tensors in a
+            batch (nested dicts/lists/tuples/dataclasses) are moved to ``device``. Under
+            torchrun each rank's ``batches`` yields that rank's share of the global batch. How
+            resume restores the data position: :mod:`deep.data`.
+        task_loss: ``task_loss(model, batch) -> (losses, task_ids)``, one forward; ``losses``
+            per item (requires grad), ``task_ids`` integers in ``[0, num_tasks)`` of the same
+            shape, or ``ignore_index`` for items of no task. Under DDP/compile ``model`` is the
+            wrapper: call it, do not read attributes from it.
+        rule: a :mod:`minimax_core.weights` rule (``uniform()`` is the average-risk baseline),
+            possibly wrapped by :func:`deep.mix_uniform` and friends.
+        steps: optimizer steps in total (a resumed run continues up to ``steps``).
+        optimizer: an optimizer over ``model``'s parameters or ``model -> optimizer``; default
+            AdamW (fused on CUDA) with ``lr`` (default ``1e-4``), ``weight_decay`` on matrices
+            only, ``betas``. With your own optimizer its learning rates are the peaks.
+        warmup_steps, schedule, min_lr_ratio: see :func:`lr_factor`.
+        grad_clip: clip the global gradient norm to this (``None``: no clipping).
+        accumulation_steps: micro-batches per optimizer step (see the module docstring).
+        estimator: loss estimate the rule sees (default :func:`deep.ema` with ``decay=0``).
+        device: default ``cuda:LOCAL_RANK`` if CUDA is available, else CPU.
+        precision: ``"auto"`` (bf16 autocast on CUDA with bf16 support, else float32),
+            ``"bf16"`` or ``"fp32"``.
+        compile: ``True`` or ``torch.compile`` keyword arguments.
+        seed: seeds torch with ``seed + rank`` at the start of a fresh run (``None``: leave
+            the RNGs alone).
+        checkpoint_dir, checkpoint_every, keep_checkpoints: write a checkpoint every
+            ``checkpoint_every`` steps, at the end, and on SIGINT/SIGTERM (at the next step
+            boundary); keep the newest ``keep_checkpoints`` (``None``: all). See
+            :mod:`deep.checkpoint`.
+        resume: a checkpoint directory, a folder of them (the newest is used), or ``True`` for
+            the newest in ``checkpoint_dir``. On CPU the resumed run is bit-for-bit the
+            uninterrupted one.
+        log_dir, log_every, tensorboard, progress: ``log.jsonl`` (one line per ``log_every``
+            steps), ``mean_weights.json`` and ``config.json`` in ``log_dir``; TensorBoard
+            events if asked (needs the ``tensorboard`` package); a tqdm bar on rank 0.
+        on_nonfinite: ``"raise"`` stops with the step and the task named; ``"skip"`` drops the
+            step (no update, counted in ``skipped_steps``).
+        check_every: read the finiteness and task-id checks back every this many steps
+            (default: every step on CPU and with ``"skip"``, else every ``log_every`` steps,
+            so that accelerators never wait). A fault found late still names its step; no
+            checkpoint is ever written after a fault.
+        task_names: names for logs and plots (default ``task0``, ``task1``, ...).
+        ignore_index: the task id of items that belong to no task.
+        ddp_options: keyword arguments for ``DistributedDataParallel``.
+    """
+    num_tasks = _positive_int("num_tasks", num_tasks)
+    steps = _positive_int("steps", steps)
+    if not callable(task_loss):
+        raise TypeError(
+            f"task_loss must be callable (model, batch) -> (losses, task_ids), got {task_loss!r}"
+        )
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    from .objective import _check_rule
+
+    rule = _check_rule(rule)
+    estimator = ema(0.0) if estimator is None else estimator
+    if not (
+        callable(getattr(estimator, "init", None)) and callable(getattr(estimator, "update", None))
+    ):
+        raise TypeError(
+            f"estimator must be a deep.LossEstimator such as deep.ema(), got {estimator!r}"
+        )
+    weight_decay = _real("weight_decay", weight_decay, 0.0, True)
+    warmup_steps = _positive_int("warmup_steps", warmup_steps, 0)
+    if warmup_steps > steps:
+        raise ValueError(f"warmup_steps must be <= steps = {steps}, got {warmup_steps}")
+    if not (callable(schedule) or schedule in ("cosine", "linear", "constant")):
+        raise ValueError(
+            f"schedule must be 'cosine', 'linear', 'constant' or a callable, got {schedule!r}"
+        )
+    min_lr_ratio = _real("min_lr_ratio", min_lr_ratio, 0.0, True, 1.0)
+    if grad_clip is not None:
+        grad_clip = _real("grad_clip", grad_clip, 0.0, False)
+    accumulation_steps = _positive_int("accumulation_steps", accumulation_steps)
+    log_every = _positive_int("log_every", log_every)
+    if on_nonfinite not in ("raise", "skip"):
+        raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
+    if checkpoint_every is not None:
+        checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
+        if checkpoint_dir is None:
+            raise ValueError("checkpoint_every needs checkpoint_dir")
+    if keep_checkpoints is not None:
+        keep_checkpoints = _positive_int("keep_checkpoints", keep_checkpoints)
+    if seed is not None:
+        seed = _positive_int("seed", seed, 0)
+    if resume is True and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir (or pass the checkpoint's path)")
+    if task_names is None:
+        names = [f"task{i}" for i in range(num_tasks)]
+    else:
+        names = [str(n) for n in task_names]
+        if len(names) != num_tasks:
+            raise ValueError(
+                f"task_names must have num_tasks = {num_tasks} names, got {len(names)}"
+            )
+    if isinstance(optimizer, torch.optim.Optimizer) and lr is not None:
+        raise ValueError(
+            "pass lr or an optimizer instance, not both (its learning rates are the peaks)"
+        )
+    peak_lr = _real("lr", 1e-4 if lr is None else lr, 0.0, False)
+    if tensorboard and log_dir is None:
+        raise ValueError("tensorboard=True needs log_dir")
+
+    ctx = setup(device)
+    try:
+        immediate = ctx.device.type == "cpu" or on_nonfinite == "skip"
+        if check_every is None:
+            check_every = 1 if immediate else log_every
+        check_every = _positive_int("check_every", check_every)
+        if on_nonfinite == "skip" and check_every != 1:
+            raise ValueError(
+                "on_nonfinite='skip' needs check_every=1 (each step is checked before its update)"
+            )
+        return _train(
+            ctx=ctx,
+            model=model,
+            batches=batches,
+            num_tasks=num_tasks,
+            task_loss=task_loss,
+            rule=rule,
+            estimator=estimator,
+            steps=steps,
+            optimizer=optimizer,
+            peak_lr=peak_lr,
+            weight_decay=weight_decay,
+            betas=betas,
+            warmup_steps=warmup_steps,
+            schedule=schedule,
+            min_lr_ratio=min_lr_ratio,
+            grad_clip=grad_clip,
+            accumulation_steps=accumulation_steps,
+            precision=precision,
+            compile=compile,
+            seed=seed,
+            checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
+            checkpoint_every=checkpoint_every,
+            keep_checkpoints=keep_checkpoints,
+            resume=resume,
+            log_dir=None if log_dir is None else Path(log_dir),
+            log_every=log_every,
+            tensorboard=tensorboard,
+            progress=progress,
+            on_nonfinite=on_nonfinite,
+            check_every=check_every,
+            names=names,
+            ignore_index=ignore_index,
+            ddp_options=dict(ddp_options or {}),
+        )
+    finally:
+        ctx.close()
+
+
+@dataclass(frozen=True)
+class _RunConfig:
+    """The JSON-able description of a run, stored in checkpoints and ``config.json``."""
+
+    num_tasks: int
+    steps: int
+    rule: str
+    rule_params: dict[str, float]
+    estimator: str
+    estimator_params: dict[str, float]
+    base_lrs: list[float]
+    weight_decay: float
+    warmup_steps: int
+    schedule: str
+    min_lr_ratio: float
+    grad_clip: float | None
+    accumulation_steps: int
+    world_size: int
+    precision: str
+    seed: int | None
+    on_nonfinite: str
+    ignore_index: int
+    task_names: list[str]
+    torch_version: str = torch.__version__
+
+
+def _check_resume(meta: Mapping[str, Any], config: _RunConfig, path: Path) -> None:
+    saved = meta.get("config", {})
+    for key in (
+        "num_tasks",
+        "rule",
+        "rule_params",
+        "estimator",
+        "estimator_params",
+        "world_size",
+        "accumulation_steps",
+    ):
+        if saved.get(key) != getattr(config, key):
+            raise ckpt.CheckpointError(
+                f"checkpoint {path} does not match this run: {key} was {saved.get(key)!r}, "
+                f"now {getattr(config, key)!r}"
+            )
+
+
+def _train(
+    *,
+    ctx: Context,
+    model: nn.Module,
+    batches: Any,
+    num_tasks: int,
+    task_loss: TaskLoss,
+    rule: WeightRule,
+    estimator: LossEstimator,
+    steps: int,
+    optimizer: Any,
+    peak_lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    warmup_steps: int,
+    schedule: Schedule,
+    min_lr_ratio: float,
+    grad_clip: float | None,
+    accumulation_steps: int,
+    precision: str,
+    compile: bool | Mapping[str, Any],
+    seed: int | None,
+    checkpoint_dir: Path | None,
+    checkpoint_every: int | None,
+    keep_checkpoints: int | None,
+    resume: Any,
+    log_dir: Path | None,
+    log_every: int,
+    tensorboard: bool,
+    progress: bool,
+    on_nonfinite: str,
+    check_every: int,
+    names: list[str],
+    ignore_index: int,
+    ddp_options: dict[str, Any],
+) -> PretrainResult:
+    device, M, K = ctx.device, num_tasks, accumulation_steps
+    autocast_dtype = _precision(precision, device)
+    raw_model = model.to(device)
+    raw_model.train()
+    if optimizer is None:
+        opt = _default_optimizer(raw_model, peak_lr, weight_decay, betas, device)
+    elif isinstance(optimizer, torch.optim.Optimizer):
+        opt = optimizer
+    elif callable(optimizer):
+        opt = optimizer(raw_model)
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizer(model) must return a torch.optim.Optimizer, got {type(opt).__name__}"
+            )
+    else:
+        raise TypeError(
+            f"optimizer must be None, a torch.optim.Optimizer or model -> optimizer, got {optimizer!r}"
+        )
+    base_lrs = [float(g["lr"]) for g in opt.param_groups]
+    config = _RunConfig(
+        num_tasks=M,
+        steps=steps,
+        rule=rule.name,
+        rule_params=dict(rule.params),
+        estimator=estimator.name,
+        estimator_params=dict(estimator.params),
+        base_lrs=base_lrs,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        schedule=schedule if isinstance(schedule, str) else "callable",
+        min_lr_ratio=min_lr_ratio,
+        grad_clip=grad_clip,
+        accumulation_steps=K,
+        world_size=ctx.world_size,
+        precision="bf16" if autocast_dtype is not None else "fp32",
+        seed=seed,
+        on_nonfinite=on_nonfinite,
+        ignore_index=ignore_index,
+        task_names=names,
+    )
+
+    # ---- state: fresh or from a checkpoint
+    rule_state = rule.init(M)
+    est_state = estimator.init(M)
+    running = _running_init(M, device)
+    history = {k: list(v) for k, v in empty_history(M).items()}
+    step, skipped, position, last_log_step = 0, 0, 0, 0
+    immediate = check_every == 1
+    loaded: ckpt.Checkpoint | None = None
+    if resume is not None and resume is not False:
+        source = checkpoint_dir if resume is True else Path(resume)
+        assert source is not None
+        loaded = ckpt.load_checkpoint(source)
+        _check_resume(loaded.meta, config, loaded.path)
+        ckpt.load_model_weights(raw_model, loaded)
+        try:
+            opt.load_state_dict(loaded.optimizer_state)
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise ckpt.CheckpointError(
+                f"checkpoint {loaded.path} does not match the optimizer: {err}"
+            ) from err
+        meta, tensors = loaded.meta, loaded.tensors
+        step, skipped, position = (
+            int(meta["step"]),
+            int(meta["skipped_steps"]),
+            int(meta["position"]),
+        )
+        rule_state = _state_from_parts(rule_state, meta["rule_state"], tensors, device)
+        est_state = _state_from_parts(est_state, meta["estimator_state"], tensors, device)
+        running = _state_from_parts(running, meta["running"], tensors, device)
+        for key in history:
+            history[key] = list(tensors[f"history.{key}"].numpy())
+    if seed is not None:  # also on resume: data replays start from the same RNG state
+        torch.manual_seed(seed + ctx.rank)
+    stream = BatchStream(batches, position)
+    if loaded is not None:  # after the replay, which may have drawn random numbers
+        rng = dict(loaded.meta["rng"][ctx.rank])
+        rng["torch"] = loaded.tensors[f"rng.{ctx.rank}.torch"]
+        if f"rng.{ctx.rank}.cuda" in loaded.tensors:
+            rng["cuda"] = loaded.tensors[f"rng.{ctx.rank}.cuda"]
+        _set_rng_state(rng, device)
+        last_log_step = int(loaded.meta["last_log_step"])
+
+    train_model: nn.Module = raw_model
+    if compile:
+        train_model = torch.compile(raw_model, **(compile if isinstance(compile, Mapping) else {}))
+    if ctx.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = DDP(train_model, device_ids=ids, **ddp_options)
+    params = [p for group in opt.param_groups for p in group["params"]]
+
+    # ---- outputs
+    log: JsonlLog | None = None
+    writer: Any = None
+    if ctx.is_main and log_dir is not None:
+        log = JsonlLog(
+            log_dir / "log.jsonl", keep_through_step=step if loaded is not None else None
+        )
+        write_json_atomic(log_dir / "config.json", asdict(config))
+        if tensorboard:
+            writer = tensorboard_writer(log_dir)
+    bar: Any = None
+    if ctx.is_main and progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
+    last_checkpoint = loaded.path if loaded is not None else None
+
+    def check_faults(fault: Sequence[int], sums: torch.Tensor, counts: torch.Tensor) -> None:
+        first_step, code, task = (int(v) for v in fault)
+        if first_step < 0 or code == 0:
+            return
+        message = _fault_message(code, first_step, task, names, sums, counts)
+        if code == _FAULT_NONFINITE:
+            raise FloatingPointError(message)
+        raise ValueError(message)
+
+    def save(at_step: int) -> Path | None:
+        """Collective: every rank's RNG state goes to rank 0, which writes the checkpoint."""
+        nonlocal last_checkpoint
+        check_faults(running.fault.tolist(), running.interval_sums, running.interval_counts)
+        rngs = ctx.gather_to_main(_rng_state(device))
+        path = None
+        if ctx.is_main and checkpoint_dir is not None:
+            assert rngs is not None
+            meta: dict[str, Any] = {
+                "config": asdict(config),
+                "skipped_steps": skipped,
+                "position": stream.position,
+                "last_log_step": last_log_step,
+            }
+            tensors: dict[str, torch.Tensor] = {}
+            for prefix, state in (
+                ("rule_state", rule_state),
+                ("estimator_state", est_state),
+                ("running", running),
+            ):
+                meta[prefix], parts = _state_parts(prefix, state)
+                tensors.update(parts)
+            for key, array in _history_arrays(history, M).items():
+                tensors[f"history.{key}"] = torch.from_numpy(array)
+            meta["rng"] = []
+            for r, state in enumerate(rngs):
+                meta["rng"].append({"python": state["python"], "numpy": state["numpy"]})
+                tensors[f"rng.{r}.torch"] = state["torch"]
+                if "cuda" in state:
+                    tensors[f"rng.{r}.cuda"] = state["cuda"]
+            path = ckpt.write_checkpoint(
+                checkpoint_dir,
+                step=at_step,
+                model=raw_model,
+                optimizer_state=opt.state_dict(),
+                tensors=tensors,
+                meta=meta,
+                keep=keep_checkpoints,
+            )
+            last_checkpoint = path
+        ctx.barrier()
+        return path
+
+    def autocast() -> Any:
+        if autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=autocast_dtype)
+
+    stops = _StopRequest() if checkpoint_dir is not None else None
+    start_time = time.perf_counter()
+    interval_start, interval_tokens = start_time, 0
+    stopped_early = False
+    flags = {False: torch.zeros(1, device=device), True: torch.ones(1, device=device)}
+    with stops if stops is not None else contextlib.nullcontext():
+        while step < steps:
+            factor = lr_factor(
+                step,
+                steps=steps,
+                warmup_steps=warmup_steps,
+                schedule=schedule,
+                min_lr_ratio=min_lr_ratio,
+            )
+            for group, base in zip(opt.param_groups, base_lrs, strict=True):
+                group["lr"] = base * factor
+            skip_step = agreed_stop = False
+            step_sums: torch.Tensor | None = None
+            step_counts: torch.Tensor | None = None
+            for micro in range(K):
+                batch = stream.next()
+                if batch is None:
+                    stopped_early = True
+                    break
+                if skip_step:
+                    continue  # still draw the step's batches: the data position stays aligned
+                batch = move_to_device(batch, device)
+                if isinstance(batch, Mapping) and isinstance(batch.get("input_ids"), torch.Tensor):
+                    interval_tokens += batch["input_ids"].numel() * ctx.world_size
+                deferred_sync = ctx.distributed and micro < K - 1
+                with train_model.no_sync() if deferred_sync else contextlib.nullcontext():  # type: ignore[operator]
+                    with autocast():
+                        values, ids = _call_task_loss(task_loss, train_model, batch, step + 1)
+                    local_sums, local_counts, invalid = task_sums(
+                        values, ids, M, ignore_index=ignore_index
+                    )
+                    # one all-reduce: per-task sums and counts, invalid ids, stop requests
+                    asked = stops is not None and stops.signum is not None
+                    dtype = local_sums.dtype
+                    stats = torch.cat(
+                        [
+                            local_sums.detach(),
+                            local_counts,
+                            invalid.to(dtype).view(1),
+                            flags[asked].to(dtype),
+                        ]
+                    )
+                    ctx.all_reduce_(stats)
+                    g_sums, g_counts = stats[:M], stats[M : 2 * M]
+                    nonfinite = ~torch.isfinite(g_sums)
+                    code = torch.where(
+                        stats[2 * M] > 0,
+                        _FAULT_IDS,
+                        torch.where(
+                            g_counts.sum() == 0,
+                            _FAULT_EMPTY,
+                            torch.where(nonfinite.any(), _FAULT_NONFINITE, 0),
+                        ),
+                    )
+                    first_bad = nonfinite.int().argmax()
+                    if immediate:  # read back now (free on CPU): stop before the update
+                        code_host, task_host, stop_host = torch.stack(
+                            [code.to(dtype), first_bad.to(dtype), stats[-1]]
+                        ).tolist()
+                        agreed_stop = stop_host > 0
+                        if code_host == _FAULT_NONFINITE and on_nonfinite == "skip":
+                            skip_step = True
+                            opt.zero_grad(set_to_none=True)
+                            continue
+                        check_faults([step + 1, int(code_host), int(task_host)], g_sums, g_counts)
+                    else:  # remember the first fault on the device; read it at the next check
+                        record = torch.stack(
+                            [torch.full_like(code, step + 1), code, first_bad.long()]
+                        )
+                        first = (running.fault[0] < 0) & (code > 0)
+                        running = running._replace(
+                            fault=torch.where(first, record, running.fault),
+                            stop=running.stop + stats[-1],
+                        )
+                        g_sums = torch.nan_to_num(g_sums, nan=0.0, posinf=0.0, neginf=0.0)
+                    step_sums = g_sums if step_sums is None else step_sums + g_sums
+                    step_counts = g_counts if step_counts is None else step_counts + g_counts
+                    means = step_sums / step_counts.clamp_min(1.0)
+                    estimate, est_next = estimator.update(means, step_counts, est_state)
+                    w_raw, rule_next = rule.update(estimate, rule_state)
+                    w = present_weights(w_raw, g_counts)
+                    scale = ctx.world_size / K
+                    objective = (w * local_sums / g_counts.clamp_min(1.0)).sum() * scale
+                    objective.backward()
+            if stopped_early:
+                warnings.warn(
+                    f"batches ran out after {stream.position} micro-batches; stopping after "
+                    f"step {step} of {steps}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                opt.zero_grad(set_to_none=True)
+                break
+            step += 1
+            if skip_step:
+                skipped += 1
+            else:
+                grad_norm = running.grad_norm
+                if grad_clip is not None:
+                    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
+                    grad_norm = norm.to(grad_norm.dtype)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                est_state, rule_state = est_next, rule_next
+                w_step = w if K == 1 else present_weights(w_raw, step_counts)
+                step_loss = (w_step * step_sums / step_counts.clamp_min(1.0)).sum()
+                running = running._replace(
+                    weight_sum=running.weight_sum + w_step,
+                    applied_steps=running.applied_steps + 1,
+                    interval_sums=running.interval_sums + step_sums,
+                    interval_counts=running.interval_counts + step_counts,
+                    interval_weights=running.interval_weights + w_step,
+                    interval_loss=running.interval_loss + step_loss,
+                    interval_steps=running.interval_steps + 1,
+                    grad_norm=grad_norm,
+                )
+            if bar is not None:
+                bar.update(1)
+
+            # ---- checks and logs: one host read per log_every (or check_every) steps
+            logging_now = step % log_every == 0 or step == steps
+            if logging_now or step % check_every == 0:
+                acc = running.interval_loss.dtype
+                packed = torch.cat(
+                    [
+                        running.interval_sums,
+                        running.interval_counts,
+                        running.interval_weights,
+                        running.interval_loss.view(1),
+                        running.grad_norm.view(1).to(acc),
+                        running.stop.view(1),
+                        running.fault.to(acc),
+                    ]
+                ).tolist()
+                check_faults(packed[3 * M + 3 :], running.interval_sums, running.interval_counts)
+                agreed_stop = agreed_stop or packed[3 * M + 2] > 0
+            if logging_now:
+                now = time.perf_counter()
+                elapsed = max(now - interval_start, 1e-12)
+                entry = _log_entry(packed, M, running.interval_steps, step, skipped)
+                entry["lr"] = base_lrs[0] * factor
+                entry["items_per_second"] = float(np.sum(entry["counts"])) / elapsed
+                entry["tokens_per_second"] = interval_tokens / elapsed if interval_tokens else None
+                entry["steps_per_second"] = (step - last_log_step) / elapsed
+                entry["elapsed_seconds"] = now - start_time
+                for key in history:
+                    history[key].append(entry[key])
+                if log is not None:
+                    log.write(entry)
+                if writer is not None:
+                    tensorboard_write(writer, entry, names)
+                if bar is not None:
+                    bar.set_postfix(_postfix(entry, names), refresh=False)
+                zeros = torch.zeros_like(running.interval_sums)
+                running = running._replace(
+                    interval_sums=zeros,
+                    interval_counts=zeros,
+                    interval_weights=zeros,
+                    interval_loss=torch.zeros_like(running.interval_loss),
+                    interval_steps=0,
+                )
+                interval_start, interval_tokens, last_log_step = now, 0, step
+
+            # ---- interruption (all ranks agree on the step) and periodic checkpoints
+            if not ctx.distributed:
+                agreed_stop = stops is not None and stops.signum is not None
+            if agreed_stop and stops is not None:
+                path = save(step)
+                if bar is not None:
+                    bar.close()
+                if log is not None:
+                    log.close()
+                message = f"interrupted after step {step}; checkpoint written to {path or last_checkpoint}"
+                if stops.signum == signal.SIGTERM:
+                    print(f"deep.pretrain: {message}", file=sys.stderr, flush=True)
+                    raise SystemExit(128 + signal.SIGTERM)
+                raise KeyboardInterrupt(message)
+            if checkpoint_every is not None and step % checkpoint_every == 0 and step < steps:
+                save(step)
+
+    # ---- the end
+    fault = running.fault.tolist()
+    check_faults(fault, running.interval_sums, running.interval_counts)
+    if checkpoint_dir is not None:
+        save(step)
+    if bar is not None:
+        bar.close()
+    mean_weights = (running.weight_sum / max(running.applied_steps, 1)).cpu().numpy()
+    if ctx.is_main and log_dir is not None:
+        write_json_atomic(
+            log_dir / "mean_weights.json",
+            {
+                "task_names": names,
+                "mean_weights": mean_weights,
+                "applied_steps": running.applied_steps,
+                "skipped_steps": skipped,
+                "rule": rule.name,
+                "rule_params": dict(rule.params),
+            },
+        )
+    if log is not None:
+        log.close()
+    if writer is not None:
+        writer.close()
+    return PretrainResult(
+        model=raw_model,
+        history=_history_arrays(history, M),
+        mean_weights=mean_weights,
+        steps=step,
+        skipped_steps=skipped,
+        rule_state=rule_state,
+        estimator_state=est_state,
+        checkpoint=last_checkpoint if checkpoint_dir is not None else None,
+        log_path=None if log_dir is None else log_dir / "log.jsonl",
+        wall_seconds=time.perf_counter() - start_time,
+        stopped_early=stopped_early,
+        config=asdict(config),
+    )
