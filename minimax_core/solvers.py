@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import bounds, weights
+from . import bounds, exact, weights
 from .problems import check_problem
 
 __all__ = ["METHODS", "Iterate", "Result", "geometric_grid", "minimize_max"]
@@ -267,9 +267,12 @@ class _Setup:
     smoothness: float | None
 
 
-def _softmax_step_size(setup: _Setup, v0: Float, g0: Float, temperature: float) -> float:
-    """``1/(L + G^2/tau)`` with ``G`` bounded on a ball around ``x0`` that holds the sublevel
-    set ``{F_tau <= F_tau(x0)}``: radius ``2 sqrt(2 (F_tau(x0) - LB)/mu)`` (``LB <= F*``)."""
+def _softmax_step_size(
+    setup: _Setup, v0: Float, g0: Float, temperature: float, center: Float | None = None
+) -> float:
+    """``1/(L + G^2/tau)`` with ``G`` bounded on a ball around ``x0`` (or ``center``, the
+    point where ``v0, g0`` were evaluated) that holds the sublevel set
+    ``{F_tau <= F_tau(x0)}``: radius ``2 sqrt(2 (F_tau(x0) - LB)/mu)`` (``LB <= F*``)."""
     mu = _constant(setup.problem, "mu", setup.mu, "softmax")
     smooth = _constant(setup.problem, "smoothness", setup.smoothness, "softmax")
     if mu <= 0:
@@ -277,41 +280,146 @@ def _softmax_step_size(setup: _Setup, v0: Float, g0: Float, temperature: float) 
     f_tau0 = float(np.max(v0)) + bounds.smoothed_gap_bound(temperature, setup.problem.num_tasks)
     lb = bounds.lower_bound_on_optimum(v0, g0, mu)
     radius = 2.0 * math.sqrt(max(2.0 * (f_tau0 - lb) / mu, 0.0))
-    g = _lipschitz(setup.problem, setup.x0, radius, smooth)
+    g = _lipschitz(setup.problem, setup.x0 if center is None else center, radius, smooth)
     return 1.0 / bounds.smoothed_smoothness(smooth, g, temperature)
 
 
-def _softmax(setup: _Setup, *, temperature: float = 0.1, step_size: float | None = None) -> Result:
+def smoothed_max(values: Float, temperature: float) -> float:
+    """``F_tau = tau log sum_i exp(L_i/tau)``, computed as ``max L + tau log sum exp((L -
+    max L)/tau)`` (no overflow for any finite losses and temperature)."""
+    top = float(np.max(values))
+    return top + temperature * math.log(float(np.sum(np.exp((values - top) / temperature))))
+
+
+_ARMIJO_C = 0.5  # sufficient decrease F_tau(x - eta d) <= F_tau(x) - c eta ||d||^2
+_ARMIJO_GROWTH = 2.0  # each step first tries the previous step times this
+_ARMIJO_HALVINGS = 60
+
+
+def _armijo(
+    oracle: _Oracle,
+    x: Float,
+    direction: Float,
+    f_tau: float,
+    temperature: float,
+    eta: float,
+) -> tuple[float, Float, Float, Float] | None:
+    """Backtracking on ``F_tau`` from ``eta``: ``(eta, x_new, L(x_new), J(x_new))`` or
+    ``None`` when no step of 60 halvings decreases ``F_tau`` (round-off level reached).
+
+    Sufficient decrease with ``c = 1/2`` (met by every ``eta <= 1/L_tau`` when ``F_tau`` is
+    ``L_tau``-smooth, so the accepted step is at least ``1/(2 L_tau)``), with a slack of
+    ``1e-15 |F_tau|`` for round-off in ``F_tau``."""
+    sq = float(direction @ direction)
+    slack = 1e-15 * abs(f_tau)
+    for _ in range(_ARMIJO_HALVINGS):
+        x_new = x - eta * direction
+        v, g = oracle(x_new)
+        if np.all(np.isfinite(v)) and np.all(np.isfinite(g)):
+            if smoothed_max(v, temperature) <= f_tau - _ARMIJO_C * eta * sq + slack:
+                return eta, x_new, v, g
+        eta *= 0.5
+    return None
+
+
+def _softmax(
+    setup: _Setup,
+    *,
+    temperature: float = 0.1,
+    step_size: float | None = None,
+    line_search: str = "fixed",
+    final_temperature: float | None = None,
+    temperature_decay: float = 0.5,
+) -> Result:
+    """Softmax-weighted GD, i.e. gradient descent on ``F_tau`` (the paper's algorithm).
+
+    ``line_search="fixed"`` (default): the step ``step_size`` or ``1/(L + G^2/tau)``.
+    ``line_search="armijo"``: backtracking on ``F_tau`` from twice the previous step (first
+    try ``step_size``, else ``1/smoothness``, else 1). ``final_temperature``: temperature
+    continuation from ``temperature`` down to ``final_temperature``, multiplying ``tau`` by
+    ``temperature_decay`` whenever ``||grad F_tau||^2/(2 mu) <= tau log M`` (the remaining
+    suboptimality on ``F_tau`` is below its smoothing bias), warm-started at the current
+    ``x``; the fixed step is recomputed for each ``tau``. ``tol`` applies to
+    ``||grad F_tau||`` at the final temperature. The certificate is the dual bound
+    ``F(x) - [w'L(x) - ||w'J(x)||^2/(2 mu)]`` at the softmax weights ``w``, which is at most
+    ``tau log M + ||grad F_tau||^2/(2 mu)``.
+    """
     temperature = _positive("temperature", temperature) or 0.1
+    if line_search not in ("fixed", "armijo"):
+        raise ValueError(f"line_search must be 'fixed' or 'armijo', got {line_search!r}")
+    final = temperature
+    if final_temperature is not None:
+        final = _positive("final_temperature", final_temperature) or temperature
+        if final > temperature:
+            raise ValueError(
+                f"final_temperature must be <= temperature = {temperature}, got {final}"
+            )
+    decay = float(temperature_decay)
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"temperature_decay must be in (0, 1), got {temperature_decay!r}")
+    if setup.stochastic and (line_search == "armijo" or final < temperature):
+        raise ValueError(
+            "line_search='armijo' and final_temperature need exact losses: stochastic=False"
+        )
     problem, oracle = setup.problem, _Oracle(setup.problem)
+    mu = getattr(problem, "mu", None) if setup.mu is None else setup.mu
+    if final < temperature and not mu:
+        raise ValueError(
+            "final_temperature (continuation) decides when to lower tau from mu > 0: "
+            "give the problem a mu attribute or pass mu=..."
+        )
     rec = _Recorder(problem, setup.steps, setup.callback, oracle)
     x = setup.x0.copy()
     v, g = oracle(x)
     _check_outputs(problem, v, g)
-    eta = step_size or _softmax_step_size(setup, v, g, temperature)
-    mu = getattr(problem, "mu", None) if setup.mu is None else setup.mu
+    armijo = line_search == "armijo"
+    tau = temperature
+    if armijo:
+        smooth = setup.smoothness or getattr(problem, "smoothness", None)
+        eta = step_size or (1.0 / float(smooth) if smooth else 1.0)
+    else:
+        eta = step_size or _softmax_step_size(setup, v, g, tau)
+    log_m = math.log(problem.num_tasks)
+    stages = [(0, tau)]
     avg = _Averager(x)
-    status, t, grad_norm, w = 1, 0, math.inf, weights.softmax_weights(v, temperature)
+    status, t, grad_norm, w = 1, 0, math.inf, weights.softmax_weights(v, tau)
+    message = None
     for t in range(setup.steps + 1):
         if setup.stochastic and t > 0:
             v, g = oracle.sample(x, setup.batch_size, setup.rng)
-        elif t > 0:
+        elif t > 0 and not armijo:
             v, g = oracle(x)
         if not (np.all(np.isfinite(v)) and np.all(np.isfinite(g))):
             status = 3
             break
-        w = weights.softmax_weights(v, temperature)
+        w = weights.softmax_weights(v, tau)
         direction = w @ g
         grad_norm = float(np.linalg.norm(direction))
+        while tau > final and mu and grad_norm**2 / (2.0 * mu) <= tau * log_m:
+            tau = max(tau * decay, final)  # continuation: next temperature, warm start
+            stages.append((t, tau))
+            w = weights.softmax_weights(v, tau)
+            direction = w @ g
+            grad_norm = float(np.linalg.norm(direction))
+            if not armijo and step_size is None:
+                eta = _softmax_step_size(setup, v, g, tau, center=x)
         rec.record(t, avg.mean if setup.stochastic else x)
         if rec.stop_requested(t, x, float(np.max(v))):
             status = 2
             break
-        if not setup.stochastic and grad_norm <= setup.tol:
+        if not setup.stochastic and grad_norm <= setup.tol and tau == final:
             status = 0
             break
         if t == setup.steps:
             break
+        if armijo:
+            trial = _armijo(oracle, x, direction, smoothed_max(v, tau), tau, eta * _ARMIJO_GROWTH)
+            if trial is None:
+                status = 4
+                message = "stalled: the line search found no decrease of F_tau (round-off)"
+                break
+            eta, x, v, g = trial
+            continue
         step = eta if not setup.stochastic or not mu else 1.0 / (mu * (t + 1) + 1.0 / eta)
         x = x - step * direction
         if setup.stochastic:
@@ -319,9 +427,27 @@ def _softmax(setup: _Setup, *, temperature: float = 0.1, step_size: float | None
     x_out = avg.mean if setup.stochastic else x
     cert = None
     if not setup.stochastic and mu and status != 3:
-        cert = bounds.smoothed_gap_bound(temperature, problem.num_tasks) + grad_norm**2 / (2 * mu)
-    info = {"temperature": temperature, "step_size": eta, "gradient_norm": grad_norm}
-    return _result("softmax", x_out, status, t, rec, weights_out=w, certificate=cert, info=info)
+        sandwich = bounds.smoothed_gap_bound(tau, problem.num_tasks) + grad_norm**2 / (2 * mu)
+        dual = float(np.max(v)) - bounds.dual_lower_bound(v, g, w, mu)
+        cert = min(sandwich, dual)
+    info = {
+        "temperature": tau,
+        "step_size": eta,
+        "gradient_norm": grad_norm,
+        "line_search": line_search,
+        "stages": stages,
+    }
+    return _result(
+        "softmax",
+        x_out,
+        status,
+        t,
+        rec,
+        weights_out=w,
+        certificate=cert,
+        info=info,
+        message=message,
+    )
 
 
 def _subgradient(
@@ -478,9 +604,68 @@ def _group_dro(
     return _result("group_dro", avg.mean, status, t - 1, rec, weights_out=q, info=info)
 
 
-def _auto(setup: _Setup, **options: Any) -> Result:
-    """Placeholder dispatch until the exact solver lands: the subgradient method."""
-    return _subgradient(setup, **options)
+def _auto(setup: _Setup, *, algorithm: str | None = None, atol: float = 0.0) -> Result:
+    """Exact ``min max`` with a certificate (:mod:`minimax_core.exact`).
+
+    Quadratic tasks, or tasks with ``hessians(x)``: Mehrotra's primal-dual interior-point
+    method on ``min t s.t. L_i(x) <= t``; tasks with only ``losses``/``jacobian``:
+    Nesterov's accelerated gradient method for max-type functions with restart
+    (``algorithm="interior_point"`` or ``"gradient_mapping"`` forces one). ``tol`` is a
+    relative accuracy: ``success`` iff the certificate (an upper bound on ``F(x) - F*``
+    from the dual weights) is at most ``tol * |F(x)| + atol``. ``weights`` are the dual
+    multipliers on the simplex (zero on inactive tasks). ``status`` 4: the certificate
+    stopped improving (floating-point limit); 5: the optimality conditions hold but no
+    certificate exists (``mu`` unknown for non-quadratic tasks).
+    """
+    if setup.stochastic:
+        raise ValueError(
+            "method='auto' solves the deterministic problem; stochastic=True needs one of "
+            "'softmax', 'subgradient', 'average', 'group_dro'"
+        )
+    if algorithm is not None and algorithm not in exact.ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {exact.ALGORITHMS}, got {algorithm!r}")
+    atol = float(atol)
+    if not (math.isfinite(atol) and atol >= 0):
+        raise ValueError(f"atol must be a finite number >= 0, got {atol!r}")
+    problem = setup.problem
+    mu = setup.mu if setup.mu is not None else float(getattr(problem, "mu", 0.0) or 0.0)
+    user_callback = setup.callback
+
+    def callback(step: int, x: Float, fun: float) -> bool:
+        return bool(user_callback is not None and user_callback(Iterate(step, x, fun)))
+
+    sol = exact.solve(
+        problem,
+        setup.x0,
+        algorithm=algorithm,
+        mu=mu,
+        smoothness=setup.smoothness,
+        tol=setup.tol,
+        atol=atol,
+        max_iter=setup.steps,
+        callback=callback if user_callback is not None else None,
+    )
+    info = dict(sol.info)
+    info.update(
+        algorithm=sol.algorithm,
+        lower_bound=sol.lower_bound,
+        active=np.flatnonzero(sol.weights > 0),
+        relative_certificate=sol.certificate / max(abs(sol.fun), 1e-300),
+    )
+    return Result(
+        x=sol.x,
+        fun=sol.fun,
+        nit=sol.nit,
+        nfev=sol.nfev,
+        success=sol.success,
+        status=sol.status,
+        message=sol.message,
+        method="auto",
+        history=sol.history,
+        weights=sol.weights,
+        certificate=sol.certificate if math.isfinite(sol.certificate) else None,
+        info=info,
+    )
 
 
 METHODS: dict[str, Callable[..., Result]] = {
@@ -492,8 +677,10 @@ METHODS: dict[str, Callable[..., Result]] = {
 }
 
 _METHOD_OPTIONS: dict[str, frozenset[str]] = {
-    "auto": frozenset({"schedule", "radius", "step_size"}),
-    "softmax": frozenset({"temperature", "step_size"}),
+    "auto": frozenset({"algorithm", "atol"}),
+    "softmax": frozenset(
+        {"temperature", "step_size", "line_search", "final_temperature", "temperature_decay"}
+    ),
     "subgradient": frozenset({"schedule", "radius", "step_size"}),
     "average": frozenset({"step_size"}),
     "group_dro": frozenset({"step_size", "weight_step_size"}),
