@@ -1,0 +1,274 @@
+"""Checkpoints: bit-for-bit resume (periodic and Ctrl-C), data positions, corruption, mismatch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import deep
+import minimax_core as mc
+
+M = 3
+STEPS = 8
+
+
+def _model(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(4, 16), torch.nn.GELU(), torch.nn.Dropout(0.2), torch.nn.Linear(16, 1)
+    )
+
+
+def _batches() -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(123)
+    out = []
+    for _ in range(6):
+        x = torch.randn(10, 4, generator=g)
+        t = torch.randint(0, M, (10,), generator=g)
+        out.append({"x": x, "y": x.sum(1, keepdim=True) * (t[:, None] + 1.0), "t": t})
+    return out
+
+
+def _task_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return ((model(batch["x"]) - batch["y"]) ** 2).squeeze(1), batch["t"]
+
+
+def _options(**extra: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "num_tasks": M,
+        "task_loss": _task_loss,
+        "rule": deep.mix_uniform(mc.weights.exponentiated_gradient(0.05), 0.05),
+        "estimator": deep.ema(0.5),
+        "steps": STEPS,
+        "lr": 3e-3,
+        "warmup_steps": 2,
+        "accumulation_steps": 2,
+        "log_every": 1,
+        "progress": False,
+        "seed": 7,
+    }
+    options.update(extra)
+    return options
+
+
+def _params(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def _assert_same_run(a: deep.PretrainResult, b: deep.PretrainResult) -> None:
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(pa, pb), "parameters differ"
+    for key in a.history:
+        np.testing.assert_array_equal(a.history[key], b.history[key], err_msg=key)
+    np.testing.assert_array_equal(a.mean_weights, b.mean_weights)
+    assert a.steps == b.steps == STEPS
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[deep.PretrainResult, Path]:
+    """One uninterrupted run that keeps a checkpoint every 3 steps."""
+    root = tmp_path_factory.mktemp("reference")
+    result = deep.pretrain(
+        _model(0),
+        _batches(),
+        **_options(
+            checkpoint_dir=root / "ckpt",
+            checkpoint_every=3,
+            keep_checkpoints=None,
+            log_dir=root / "log",
+        ),
+    )
+    return result, root
+
+
+def test_resume_from_a_periodic_checkpoint_is_bit_for_bit(
+    reference: tuple[deep.PretrainResult, Path], tmp_path: Path
+) -> None:
+    full, root = reference
+    assert [p.name for p in deep.checkpoint.list_checkpoints(root / "ckpt")] == [
+        "step_00000003",
+        "step_00000006",
+        "step_00000008",
+    ]
+    resumed = deep.pretrain(
+        _model(99),  # a different initialisation: everything must come from the checkpoint
+        _batches(),
+        **_options(resume=root / "ckpt" / "step_00000003", log_dir=tmp_path / "log"),
+    )
+    _assert_same_run(full, resumed)
+    lines = (tmp_path / "log" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == list(range(4, STEPS + 1))
+
+
+def test_ctrl_c_writes_a_checkpoint_and_resume_matches(
+    reference: tuple[deep.PretrainResult, Path], tmp_path: Path
+) -> None:
+    full, _ = reference
+    calls = {"n": 0}
+
+    def interrupting_loss(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        calls["n"] += 1
+        if calls["n"] == 9:  # micro-batch 1 of step 5: the step finishes, then the run stops
+            os.kill(os.getpid(), signal.SIGINT)
+        return _task_loss(model, batch)
+
+    ckpt_dir = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt, match="interrupted after step 5"):
+        deep.pretrain(
+            _model(0),
+            _batches(),
+            **_options(
+                task_loss=interrupting_loss, checkpoint_dir=ckpt_dir, log_dir=tmp_path / "log"
+            ),
+        )
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert deep.find_latest(ckpt_dir).name == "step_00000005"
+    resumed = deep.pretrain(
+        _model(1),
+        _batches(),
+        **_options(checkpoint_dir=ckpt_dir, resume=True, log_dir=tmp_path / "log"),
+    )
+    _assert_same_run(full, resumed)
+    steps = [
+        json.loads(line)["step"]
+        for line in (tmp_path / "log" / "log.jsonl").read_text().splitlines()
+    ]
+    assert steps == list(range(1, STEPS + 1))  # no duplicates after the resume
+
+
+def _generator(batches: list[Any]) -> Iterator[Any]:
+    while True:
+        yield from batches
+
+
+def test_resume_with_a_generator_and_with_a_seekable_callable(
+    reference: tuple[deep.PretrainResult, Path],
+) -> None:
+    full, root = reference
+    start = root / "ckpt" / "step_00000006"
+    from_generator = deep.pretrain(_model(2), _generator(_batches()), **_options(resume=start))
+    _assert_same_run(full, from_generator)
+    data = _batches()
+    seen: list[int] = []
+
+    def seek(position: int) -> Iterator[Any]:
+        seen.append(position)
+        return (data[i % len(data)] for i in range(position, 10**9))
+
+    from_callable = deep.pretrain(_model(3), seek, **_options(resume=start))
+    _assert_same_run(full, from_callable)
+    assert seen == [12]  # 6 steps x 2 micro-batches, reached without replaying
+
+
+def test_checkpoint_contents_load_without_pickle(
+    reference: tuple[deep.PretrainResult, Path],
+) -> None:
+    _, root = reference
+    checkpoint = deep.load_checkpoint(root / "ckpt")  # the newest one
+    assert checkpoint.step == STEPS
+    meta = checkpoint.meta
+    assert meta["position"] == 2 * STEPS and meta["config"]["num_tasks"] == M
+    assert set(meta["files"]) == {"model.safetensors", "optimizer.pt", "state.safetensors"}
+    assert {"rng.0.torch", "rule_state.log_weights", "estimator_state.estimate"} <= set(
+        checkpoint.tensors
+    )
+    assert not any(p.name.startswith(".tmp") for p in (root / "ckpt").iterdir())
+    weights = json.loads((root / "log" / "mean_weights.json").read_text())
+    assert len(weights["mean_weights"]) == M and sum(weights["mean_weights"]) == pytest.approx(1.0)
+
+
+def _copy_checkpoint(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    for file in src.iterdir():
+        (dst / file.name).write_bytes(file.read_bytes())
+    return dst
+
+
+def test_corrupted_checkpoint_is_a_clear_error(
+    reference: tuple[deep.PretrainResult, Path], tmp_path: Path
+) -> None:
+    _, root = reference
+    for name in ("model.safetensors", "optimizer.pt", "state.safetensors"):
+        bad = _copy_checkpoint(root / "ckpt" / "step_00000003", tmp_path / name / "step_00000003")
+        data = bytearray((bad / name).read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (bad / name).write_bytes(bytes(data))
+        with pytest.raises(
+            deep.CheckpointError, match=f"corrupted: {name} does not match its SHA-256"
+        ):
+            deep.pretrain(_model(0), _batches(), **_options(resume=bad))
+    bad = _copy_checkpoint(root / "ckpt" / "step_00000003", tmp_path / "meta" / "step_00000003")
+    (bad / "meta.json").write_text("{not json")
+    with pytest.raises(deep.CheckpointError, match=r"cannot read meta\.json"):
+        deep.load_checkpoint(bad)
+    (bad / "optimizer.pt").unlink()
+    (bad / "meta.json").write_text((root / "ckpt" / "step_00000003" / "meta.json").read_text())
+    with pytest.raises(deep.CheckpointError, match=r"incomplete: optimizer\.pt is missing"):
+        deep.load_checkpoint(bad)
+    with pytest.raises(deep.CheckpointError, match="no checkpoint at"):
+        deep.load_checkpoint(tmp_path / "nothing-here")
+
+
+def test_mismatched_checkpoint_is_a_clear_error_and_leaves_the_model_alone(
+    reference: tuple[deep.PretrainResult, Path],
+) -> None:
+    _, root = reference
+    start = root / "ckpt" / "step_00000003"
+    with pytest.raises(deep.CheckpointError, match="num_tasks was 3, now 4"):
+        deep.pretrain(_model(0), _batches(), **_options(resume=start, num_tasks=4))
+    with pytest.raises(deep.CheckpointError, match="rule was 'mix_uniform"):
+        deep.pretrain(_model(0), _batches(), **_options(resume=start, rule=mc.weights.uniform()))
+    with pytest.raises(deep.CheckpointError, match="accumulation_steps was 2, now 1"):
+        deep.pretrain(_model(0), _batches(), **_options(resume=start, accumulation_steps=1))
+    torch.manual_seed(0)
+    wider = torch.nn.Sequential(
+        torch.nn.Linear(4, 32), torch.nn.GELU(), torch.nn.Dropout(0.2), torch.nn.Linear(32, 1)
+    )
+    before = _params(wider)
+    with pytest.raises(
+        deep.CheckpointError, match=r"does not match the model: shape mismatches \['0.weight"
+    ):
+        deep.pretrain(wider, _batches(), **_options(resume=start))
+    assert all(torch.equal(a, b) for a, b in zip(before, _params(wider), strict=True))
+    other = torch.nn.Sequential(torch.nn.Linear(4, 1))
+    with pytest.raises(deep.CheckpointError, match="missing keys"):
+        deep.pretrain(other, _batches(), **_options(resume=start))
+
+
+def test_a_failed_write_leaves_no_checkpoint_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_save(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(deep.checkpoint, "save_file", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        deep.pretrain(_model(0), _batches(), **_options(steps=2, checkpoint_dir=tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keep_checkpoints_and_resume_options(tmp_path: Path) -> None:
+    result = deep.pretrain(
+        _model(0),
+        _batches(),
+        **_options(steps=4, checkpoint_dir=tmp_path, checkpoint_every=1, keep_checkpoints=2),
+    )
+    assert [p.name for p in deep.checkpoint.list_checkpoints(tmp_path)] == [
+        "step_00000003",
+        "step_00000004",
+    ]
+    assert result.checkpoint == tmp_path / "step_00000004"
+    with pytest.raises(ValueError, match="resume=True needs checkpoint_dir"):
+        deep.pretrain(_model(0), _batches(), **_options(resume=True))
+    with pytest.raises(ValueError, match="checkpoint_every needs checkpoint_dir"):
+        deep.pretrain(_model(0), _batches(), **_options(checkpoint_every=2))
