@@ -61,13 +61,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="problem seed")
 
 
+def _given(value: Any, default: Any) -> Any:
+    """The command-line value when one was given (even 0, which validation then rejects)."""
+    return default if value is None else value
+
+
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     quick = bool(args.quick)
     cfg = {
-        "num_tasks": args.num_tasks or (10 if quick else 20),
-        "dim": args.dim or (20 if quick else 50),
-        "steps": args.steps or (2000 if quick else 10000),
-        "seeds": args.seeds or (2 if quick else 3),
+        "num_tasks": _given(args.num_tasks, 10 if quick else 20),
+        "dim": _given(args.dim, 20 if quick else 50),
+        "steps": _given(args.steps, 2000 if quick else 10000),
+        "seeds": _given(args.seeds, 2 if quick else 3),
         "batch_size": args.batch_size,
         "problem_seed": args.seed,
         "mu": 1.0,

@@ -47,12 +47,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _given(value: Any, default: Any) -> Any:
+    """The command-line value when one was given (even 0, which validation then rejects)."""
+    return default if value is None else value
+
+
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     cfg = {
         "num_tasks": args.num_tasks,
         "dim": args.dim,
-        "seeds": args.seeds or (3 if args.quick else 10),
-        "mixtures_per_concentration": args.mixtures or (50 if args.quick else 200),
+        "seeds": _given(args.seeds, 3 if args.quick else 10),
+        "mixtures_per_concentration": _given(args.mixtures, 50 if args.quick else 200),
         "concentrations": list(CONCENTRATIONS),
         "mu": 1.0,
         "smoothness": 10.0,

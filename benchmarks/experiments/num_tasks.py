@@ -60,12 +60,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _given(value: Any, default: Any) -> Any:
+    """The command-line value when one was given (even 0, which validation then rejects)."""
+    return default if value is None else value
+
+
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     cfg = {
-        "tasks": list(args.tasks or (QUICK_TASKS if args.quick else FULL_TASKS)),
+        "tasks": list(_given(args.tasks, QUICK_TASKS if args.quick else FULL_TASKS)),
         "dim": args.dim,
-        "seeds": args.seeds or (1 if args.quick else 3),
-        "budget": args.budget or (5000 if args.quick else 20000),
+        "seeds": _given(args.seeds, 1 if args.quick else 3),
+        "budget": _given(args.budget, 5000 if args.quick else 20000),
         "eps_fraction": args.eps_fraction,
         "temperatures": list(TEMPERATURES),
         "mu": 1.0,

@@ -70,15 +70,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="family seed")
 
 
+def _given(value: Any, default: Any) -> Any:
+    """The command-line value when one was given (even 0, which validation then rejects)."""
+    return default if value is None else value
+
+
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     cfg = {
         "num_tasks": args.num_tasks,
         "dim": args.dim,
         "mixtures": args.mixtures,
         "upstream_samples": args.upstream_samples,
-        "reps": args.reps or (5 if args.quick else 16),
-        "max_samples": args.max_samples or 1000,
-        "grid_points": args.grid or (7 if args.quick else 10),
+        "reps": _given(args.reps, 5 if args.quick else 16),
+        "max_samples": _given(args.max_samples, 1000),
+        "grid_points": _given(args.grid, 7 if args.quick else 10),
         "fine_tune_steps": args.fine_tune_steps,
         "family": {
             "mu": 0.5,

@@ -52,12 +52,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="problem seed")
 
 
+def _given(value: Any, default: Any) -> Any:
+    """The command-line value when one was given (even 0, which validation then rejects)."""
+    return default if value is None else value
+
+
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     cfg = {
         "num_tasks": args.num_tasks,
         "dim": args.dim,
-        "num_temperatures": args.temperatures or (7 if args.quick else 13),
-        "budget": args.budget or (5000 if args.quick else 50000),
+        "num_temperatures": _given(args.temperatures, 7 if args.quick else 13),
+        "budget": _given(args.budget, 5000 if args.quick else 50000),
         "eps_fraction": args.eps_fraction,
         "problem_seed": args.seed,
         "mu": 1.0,
