@@ -128,7 +128,9 @@ def softmax_weights(losses: Array, temperature: float, xp: Any | None = None) ->
     """
     xp = xp or array_api_compat.array_namespace(losses)
     d = losses - xp.max(losses)
-    low = xp.asarray(-_EXP_CUTOFF * temperature, dtype=d.dtype, device=array_api_compat.device(d))
+    # xp.full, not xp.asarray: copying a Python scalar to an accelerator waits for the device
+    cutoff = max(-_EXP_CUTOFF * temperature, float(xp.finfo(d.dtype).min))
+    low = xp.full((), cutoff, dtype=d.dtype, device=array_api_compat.device(d))
     d = xp.maximum(d, low)
     return _stable_softmax(d / temperature, xp)
 
@@ -190,7 +192,7 @@ def exponentiated_gradient(step_size: float) -> WeightRule:
         losses, xp = _checked(losses, state)
         dev = array_api_compat.device(losses)
         floor_value = float(xp.finfo(losses.dtype).min) / 4
-        floor = xp.asarray(floor_value, dtype=losses.dtype, device=dev)
+        floor = xp.full((), floor_value, dtype=losses.dtype, device=dev)
         log_q = state.log_weights
         if log_q is None:
             log_q = xp.zeros_like(losses)
@@ -204,7 +206,7 @@ def exponentiated_gradient(step_size: float) -> WeightRule:
             )
         # step_size * (L - max L) with the product kept above the floor (no overflow)
         d = losses - xp.max(losses)
-        low = xp.asarray(floor_value / max(step_size, 1.0), dtype=losses.dtype, device=dev)
+        low = xp.full((), floor_value / max(step_size, 1.0), dtype=losses.dtype, device=dev)
         d = xp.maximum(d, low) * step_size
         log_q = xp.maximum(log_q + d, floor)
         log_q = log_q - xp.max(log_q)
