@@ -335,3 +335,15 @@ def test_bad_inputs_are_rejected_with_the_parameter_name():
         covering.check_covering(1.0, 0.0, 2)
     with pytest.raises(ValueError, match="dim"):
         covering.check_covering(1.0, 0.5, 0)
+
+
+@pytest.mark.slow
+def test_module_runner_checks_every_statement(capsys):
+    from proofs_checks.__main__ import main
+
+    assert main() == 0
+    printed = capsys.readouterr().out
+    for statement in ("F <= F_tau", "hess F_tau", "(1 - mu/L_tau)^t", "2 G^2", "lambda_i L_i",
+                      "||x_t - x*||", "(1 + 2r/eps)^d", "T(eps)"):  # fmt: skip
+        assert statement in printed
+    assert "every statement held" in printed
