@@ -46,11 +46,13 @@ def plot_history(
     *,
     task_names: Sequence[str] | None = None,
     title: str | None = None,
+    loss_label: str = "per-task mean loss (nats)",
 ) -> Path:
     """Draw per-task losses (top) and task weights (bottom) against the optimizer step.
 
     ``source`` is a :class:`deep.PretrainResult`, its ``history`` dict, a ``log.jsonl`` file,
-    or the ``log_dir`` holding one. Writes ``out_png`` atomically and returns its path.
+    or the ``log_dir`` holding one. ``loss_label`` names the loss axis (give the unit of your
+    loss if it is not a cross-entropy in nats). Writes ``out_png`` atomically and returns its path.
     """
     import matplotlib
 
@@ -76,7 +78,7 @@ def plot_history(
         ax_loss.plot(steps, losses[:, i], color=colors[i], lw=1.4, label=names[i])
     if "worst_loss" in history and np.any(np.isfinite(history["worst_loss"])):
         ax_loss.plot(steps, history["worst_loss"], "k--", lw=1.0, label="worst task")
-    ax_loss.set_ylabel("per-task mean loss (nats)")
+    ax_loss.set_ylabel(loss_label)
     ax_loss.grid(alpha=0.3)
     ax_loss.legend(loc="upper right", fontsize=8, ncol=max(1, (num_tasks + 1) // 8))
     ax_w.stackplot(steps, np.nan_to_num(weights).T, colors=colors, labels=names, alpha=0.85)
