@@ -74,10 +74,11 @@ Callback = Callable[[int, Float, float], bool]
 ALGORITHMS = ("interior_point", "gradient_mapping")
 
 #: Status codes, shared with :class:`minimax_core.solvers.Result` (4 is specific here).
-CONVERGED, BUDGET, CALLBACK, NON_FINITE, STALLED = 0, 1, 2, 3, 4
+CONVERGED, BUDGET, CALLBACK, NON_FINITE, STALLED, NO_CERTIFICATE = 0, 1, 2, 3, 4, 5
 
 _FRACTION = 0.995  # fraction to the boundary kept by interior-point steps
-_STALL_WINDOW = 8  # iterations without a 10% better certificate before giving up
+_STALL_WINDOW = 25  # iterations without a 10% better certificate before giving up
+_MERIT_HALVINGS = 40  # backtracking steps on the KKT residual
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ class ExactSolution:
 
     ``certificate = fun - lower_bound`` bounds ``F(x) - F*``; ``weights`` are on the
     simplex (the dual multipliers); ``history`` holds ``step``, ``fun`` (``F`` at the
-    iterate) and ``certificate`` per iteration.
+    iterate), ``certificate`` (or, without one, the estimated gap) and ``nfev`` per
+    iteration.
     """
 
     x: Float
@@ -132,15 +134,33 @@ def _lower_bound(
     jacobian: Float,
     weights: Float,
     mu: float,
-    weighted_hessian: Float | None,
+    weighted_hessian: Callable[[], Float] | None,
+    target: float = math.inf,
 ) -> float:
-    """The best available lower bound on ``F*`` from the weights ``w`` (see the module)."""
+    """A lower bound on ``F*`` from the weights ``w`` (see the module).
+
+    The strong-convexity bound (free) when ``mu > 0``; the exact quadratic bound (a
+    Cholesky of ``H_w``, from ``weighted_hessian()``) only if that misses ``F(x) - target``
+    and can meet it: the exact bound is at most ``w'L(x)``. ``target=inf`` always tries it.
+    """
     lower = -math.inf
     if mu > 0:
         lower = bounds.dual_lower_bound(values, jacobian, weights, mu)
-    if weighted_hessian is not None:
-        lower = max(lower, quadratic_lower_bound(values, jacobian, weights, weighted_hessian))
+    fun = float(np.max(values))
+    if (
+        weighted_hessian is not None
+        and fun - lower > target
+        and (math.isinf(target) or fun - float(weights @ values) <= target)
+    ):
+        exact = quadratic_lower_bound(values, jacobian, weights, weighted_hessian())
+        lower = max(lower, exact)
     return lower
+
+
+def qp_model_value(weights: Float, values: Float, move: Float, smoothness: float) -> float:
+    """``min_z max_i [L_i(y) + <grad L_i(y), z - y>] + (L/2)||z - y||^2`` by duality:
+    ``<w, L(y)> - ||G'w||^2 / (2L)`` at the QP's solution ``w`` (``move = G'w``)."""
+    return float(weights @ values - (move @ move) / (2.0 * smoothness))
 
 
 def _target(fun: float, tol: float, atol: float) -> float:
@@ -263,29 +283,32 @@ class _Trace:
         self.steps: list[int] = []
         self.funs: list[float] = []
         self.certs: list[float] = []
+        self.nfevs: list[int] = []
         self.best_cert = math.inf
+        self.anchor = math.inf  # the certificate at the last 10% improvement
         self.last_improvement = 0
 
-    def record(self, step: int, x: Float, fun: float, cert: float) -> bool:
+    def record(self, step: int, x: Float, fun: float, cert: float, nfev: int) -> bool:
         """Record one iterate; ``True`` when the callback asks to stop."""
+        self.nfevs.append(nfev)
         self.steps.append(step)
         self.funs.append(fun)
         self.certs.append(cert)
-        if cert < 0.9 * self.best_cert:
-            self.best_cert = cert
+        self.best_cert = min(self.best_cert, cert)
+        if cert < 0.9 * self.anchor:
+            self.anchor = cert
             self.last_improvement = step
-        elif cert < self.best_cert:
-            self.best_cert = cert
         return bool(self.callback is not None and self.callback(step, x, fun))
 
-    def stalled(self, step: int) -> bool:
-        return step - self.last_improvement >= _STALL_WINDOW
+    def stalled(self, step: int, window: int = _STALL_WINDOW) -> bool:
+        return step - self.last_improvement >= window
 
     def history(self) -> dict[str, Float]:
         return {
             "step": np.asarray(self.steps, dtype=np.int64),
             "fun": np.asarray(self.funs, dtype=np.float64),
             "certificate": np.asarray(self.certs, dtype=np.float64),
+            "nfev": np.asarray(self.nfevs, dtype=np.int64),
         }
 
 
@@ -296,7 +319,24 @@ _MESSAGES = {
     NON_FINITE: "diverged: non-finite losses or gradients",
     STALLED: "stalled: the certificate stopped improving before the tolerance "
     "(the limit of floating-point accuracy for this problem, or tol too small)",
+    NO_CERTIFICATE: "the optimality conditions hold to tol (estimated gap from the local "
+    "model), but without a certificate",
 }
+
+
+def _check_first(problem: Any, values: Float, jac: Float) -> None:
+    """Shapes and finiteness of the first evaluation, with errors that name the method."""
+    m, d = problem.num_tasks, problem.dim
+    if values.shape != (m,):
+        raise ValueError(
+            f"problem.losses(x) must return shape (num_tasks,) = ({m},), got {values.shape}"
+        )
+    if jac.shape != (m, d):
+        raise ValueError(
+            f"problem.jacobian(x) must return shape (num_tasks, dim) = ({m}, {d}), got {jac.shape}"
+        )
+    if not _finite(values, jac):
+        raise ValueError("problem.losses/jacobian returned NaN or Inf at x0")
 
 
 def _finite(*arrays: Float) -> bool:
@@ -396,8 +436,7 @@ def interior_point(
     model: _Model = _QuadraticModel(problem) if is_quadratic(problem) else _HessianModel(problem)
     x = np.array(x0, dtype=np.float64)
     values, jac = model.evaluate(x)
-    if not _finite(values, jac):
-        raise ValueError("problem.losses/jacobian returned NaN or Inf at x0")
+    _check_first(problem, values, jac)
     m = values.shape[0]
     fun = float(np.max(values))
     theta = max(fun - float(np.min(values)), 1e-2 * abs(fun), 1e-12)
@@ -413,9 +452,8 @@ def interior_point(
         weights = lam / total
         fun = float(np.max(values))
         target = _target(fun, tol, atol)
-        # the exact quadratic bound costs a Cholesky: only near the end
-        use_exact = model.quadratic and (mu <= 0 or fun - float(weights @ values) <= target)
-        lower = _lower_bound(values, jac, weights, mu, hess / total if use_exact else None)
+        exact_hessian = (lambda: hess / total) if model.quadratic else None  # noqa: B023
+        lower = _lower_bound(values, jac, weights, mu, exact_hessian, target)
         if fun - lower <= target and not fresh:
             values, jac = model.evaluate(x)  # drop the round-off of the incremental updates
             fresh = True
@@ -424,12 +462,18 @@ def interior_point(
                 break
             fun = float(np.max(values))
             target = _target(fun, tol, atol)
-            lower = _lower_bound(values, jac, weights, mu, hess / total if use_exact else None)
-        if trace.record(it, x, fun, fun - lower):
+            lower = _lower_bound(values, jac, weights, mu, exact_hessian, target)
+        measure = fun - lower
+        if lower == -math.inf:  # no mu: the local quadratic model's estimate of the gap
+            measure = fun - quadratic_lower_bound(values, jac, weights, hess / total)
+        if trace.record(it, x, fun, measure, model.nfev):
             status = CALLBACK
             break
         if fun - lower <= target:
             status = CONVERGED
+            break
+        if measure <= target:
+            status = NO_CERTIFICATE
             break
         if it == max_iter:
             break
@@ -472,17 +516,25 @@ def interior_point(
             _fraction_to_boundary(lam, dlam, _FRACTION),
             _fraction_to_boundary(slack, ds, _FRACTION),
         )
-        if model.exact_steps:
-            prod = model.products(dx)
-            values = values + alpha * (jac @ dx) + 0.5 * alpha * alpha * (prod @ dx)
-            jac = jac + alpha * prod
-            fresh = False
-        else:
-            new = _backtrack(model, x, dx, alpha)
-            if new is None:
-                status = NON_FINITE
+        centre = sigma * duality
+        merit = _merit(values, jac, t, slack, lam, centre)
+        prod = model.products(dx) if model.exact_steps else None
+        for _ in range(_MERIT_HALVINGS):
+            if prod is not None:  # quadratic tasks: exact values and gradients along dx
+                trial = (
+                    values + alpha * (jac @ dx) + 0.5 * alpha * alpha * (prod @ dx),
+                    jac + alpha * prod,
+                )
+            else:
+                trial = model.evaluate(x + alpha * dx)
+            new_merit = _merit(
+                trial[0], trial[1], t + alpha * dt, slack + alpha * ds, lam + alpha * dlam, centre
+            )
+            if _finite(*trial) and new_merit <= (1.0 - 1e-4 * alpha) * merit:
                 break
-            alpha, values, jac = new
+            alpha *= 0.5
+        values, jac = trial
+        fresh = not model.exact_steps
         if not _finite(values, jac):
             status = NON_FINITE
             break
@@ -490,15 +542,21 @@ def interior_point(
         t = t + alpha * dt
         slack = np.maximum(slack + alpha * ds, 1e-300)
         lam = np.maximum(lam + alpha * dlam, 1e-300)
+        # restore L(x) - t + s = 0 by raising t (the slacks only grow): the step's
+        # curvature term dx' A_i dx / 2 would otherwise linger as infeasibility
+        t = max(t, float(np.max(values + slack)))
+        slack = t - values
     if not fresh and status != NON_FINITE:
         values, jac = model.evaluate(x)
         fun = float(np.max(values))
-        hess = model.weighted_hessian(x, lam) / float(lam.sum())
         weights = lam / float(lam.sum())
-        lower = _lower_bound(values, jac, weights, mu, hess if model.quadratic else None)
+        exact_hessian = (lambda: model.weighted_hessian(x, weights)) if model.quadratic else None
+        lower = _lower_bound(values, jac, weights, mu, exact_hessian)
     weights, lower = _pruned_certificate(
         model, x, values, jac, weights, lower, fun - values, mu, tol, atol
     )
+    if trace.steps and trace.steps[-1] == it and math.isfinite(lower):
+        trace.certs[-1] = fun - lower  # the history ends with the returned certificate
     message = _MESSAGES[status]
     info: dict[str, Any] = {"hessian_passes": model.passes, "regularisation": shift}
     note = _no_certificate_message(mu, model.quadratic)
@@ -537,23 +595,22 @@ def _pruned_certificate(
     if np.array_equal(pruned > 0, weights > 0):
         return weights, lower
     fun = float(np.max(values))
-    hess = model.weighted_hessian(x, pruned) if model.quadratic else None
-    pruned_lower = _lower_bound(values, jac, pruned, mu, hess)
-    if fun - pruned_lower <= max(_target(fun, tol, atol), fun - lower):
+    goal = max(_target(fun, tol, atol), fun - lower)
+    exact_hessian = (lambda: model.weighted_hessian(x, pruned)) if model.quadratic else None
+    pruned_lower = _lower_bound(values, jac, pruned, mu, exact_hessian, goal)
+    if fun - pruned_lower <= goal:
         return pruned, pruned_lower
     return weights, lower
 
 
-def _backtrack(
-    model: _Model, x: Float, dx: Float, alpha: float
-) -> tuple[float, Float, Float] | None:
-    """Evaluate at ``x + alpha dx``, halving ``alpha`` while the losses are not finite."""
-    for _ in range(60):
-        values, jac = model.evaluate(x + alpha * dx)
-        if _finite(values, jac):
-            return alpha, values, jac
-        alpha *= 0.5
-    return None
+def _merit(values: Float, jac: Float, t: float, slack: Float, lam: Float, centre: float) -> float:
+    """Squared KKT residual of the barrier problem: stationarity in ``x`` and ``t``, the
+    constraints ``L(x) - t + s = 0`` and centrality ``lam * s = centre``."""
+    r_x = lam @ jac
+    r_t = 1.0 - float(lam.sum())
+    r_p = values - t + slack
+    r_c = lam * slack - centre
+    return float(r_x @ r_x + r_t * r_t + r_p @ r_p + r_c @ r_c)
 
 
 # --------------------------------------------------------------------------- gradient mapping
@@ -607,8 +664,7 @@ def gradient_mapping(
     evaluate = _Evaluator(problem)
     x = np.array(x0, dtype=np.float64)
     values, jac = evaluate(x)
-    if not _finite(values, jac):
-        raise ValueError("problem.losses/jacobian returned NaN or Inf at x0")
+    _check_first(problem, values, jac)
     adaptive = smoothness is None
     lip = _secant_smoothness(evaluate, x, jac) if smoothness is None else float(smoothness)
     trace = _Trace(callback)
@@ -641,17 +697,26 @@ def gradient_mapping(
             bound = float(w @ values - (move @ move) / (2.0 * mu))
             if bound > lower:
                 lower, best_weights = bound, w.copy()
+        else:
+            best_weights = w.copy()
         if adaptive and float(np.max(new_values)) < best_fun:
             best_x, best_fun = x_new.copy(), float(np.max(new_values))
-        if trace.record(it, y, fun_y, best_fun - lower):
+        # without mu: the decrease promised by the model, F(y) - min model (0 iff optimal)
+        measure = best_fun - lower if mu > 0 else fun_y - qp_model_value(w, values, move, lip)
+        if trace.record(it, y, fun_y, measure, evaluate.nfev):
             status = CALLBACK
             break
         if best_fun - lower <= _target(best_fun, tol, atol):
             status = CONVERGED
             break
+        if mu <= 0 and measure <= _target(fun_y, tol, atol):
+            status = NO_CERTIFICATE
+            break
         if it == max_iter:
             break
-        if trace.stalled(it) and mu > 0:
+        # linear rate 1 - sqrt(mu/L): a 10% gain may take about sqrt(L/mu)/10 steps
+        window = 200 if mu <= 0 else max(_STALL_WINDOW, 10 * math.ceil(math.sqrt(lip / mu)))
+        if trace.stalled(it, window):
             status = STALLED
             break
         if float((y - x_new) @ (x_new - x_prev)) > 0:  # gradient restart

@@ -1,0 +1,418 @@
+"""Convex speed: ``method="auto"`` against CVXPY + Clarabel and the first-order methods.
+
+On ``random_quadratic(M, d, mu=1, smoothness=L, seed)`` for (M, d) in (10, 50), (50, 200),
+(100, 500) (``--quick`` stops at (50, 200)) and L in (10, 100), measured in one run,
+single-threaded (BLAS limited to one thread):
+
+- CVXPY (epigraph form with ``quad_form``) + Clarabel at tolerances 1e-9: wall time of the
+  whole call (model build + compile + solve) and its optimum;
+- ``auto`` (the interior-point method for quadratic tasks) and, beside it, its first-order
+  engine (``algorithm="gradient_mapping"``, the path for tasks without Hessians): wall
+  time (median of repeats) and relative error ``(F(x) - F_best)/|F_best|`` where
+  ``F_best`` is the better of the CVXPY point and the auto point;
+- the time to a relative gap ``(F(x_t) - F_best)/|F_best| <= 1e-3`` of softmax GD (fixed
+  step ``1/(L + G^2/tau)``, Armijo, and Armijo with temperature continuation), the
+  subgradient method and Group DRO, with a cap on steps and on wall time (the gap is read
+  at the iterate each method hands its callback). Softmax uses ``tau = 1e-3 |F_best| /
+  (2 log M)``, so that its smoothing bias ``tau log M`` is half the target;
+- one evaluation of all ``M`` losses and gradients (the floor: every method needs at
+  least one).
+
+Ratios written to the JSON and printed: speed-up of auto over CVXPY, auto time in
+gradient evaluations, and every method's time over auto's. A scaling sweep draws auto's
+time against d (M fixed) and against M (d fixed) on log-log axes, with CVXPY where it
+finishes in under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+import minimax_core as mc
+
+from ..common import Experiment, Report, save_figure, single_threaded, timed, write_json
+
+NAME = "speed"
+SIZES = ((10, 50), (50, 200), (100, 500))
+SMOOTHNESS = (10.0, 100.0)
+TARGET = 1e-3  # relative gap for the first-order methods
+CVXPY_SCALING_LIMIT = 60.0  # seconds: CVXPY is drawn in the sweep only below this
+
+FIRST_ORDER: dict[str, tuple[str, Callable[[float, int], dict[str, Any]]]] = {
+    "softmax (fixed step)": ("softmax", lambda tau, m: {"temperature": tau}),
+    "softmax (Armijo)": ("softmax", lambda tau, m: {"temperature": tau, "line_search": "armijo"}),
+    "softmax (Armijo + continuation)": (
+        "softmax",
+        lambda tau, m: {
+            "temperature": 1.0,
+            "final_temperature": tau,
+            "line_search": "armijo",
+        },
+    ),
+    "subgradient": ("subgradient", lambda tau, m: {}),
+    "group_dro": ("group_dro", lambda tau, m: {}),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--step-cap", type=int, default=None, help="first-order steps (default 50000, quick 20000)"
+    )
+    parser.add_argument(
+        "--time-cap",
+        type=float,
+        default=None,
+        help="seconds per first-order run (default 30, quick 5)",
+    )
+    parser.add_argument(
+        "--no-scaling", action="store_true", help="skip the scaling sweep (table only)"
+    )
+
+
+def _problem(m: int, d: int, smoothness: float, seed: int) -> mc.problems.QuadraticTasks:
+    return mc.problems.random_quadratic(m, d, mu=1.0, smoothness=smoothness, seed=seed)
+
+
+def _gradient_time(problem: mc.problems.QuadraticTasks) -> float:
+    """Median time of one ``value_and_jacobian`` (enough repeats for about 0.2 s)."""
+    x = np.zeros(problem.dim)
+    once, _ = timed(lambda: problem.value_and_jacobian(x), repeat=3)
+    repeat = int(min(max(0.2 / max(once, 1e-7), 5), 2000))
+    seconds, _ = timed(lambda: problem.value_and_jacobian(x), repeat=repeat)
+    return seconds
+
+
+def _repeats(seconds: float) -> int:
+    return 5 if seconds < 0.05 else 3 if seconds < 1.0 else 1
+
+
+def _auto(problem: Any, algorithm: str | None = None) -> tuple[float, mc.Result]:
+    """Median wall time of ``minimize_max(problem)`` (default ``method="auto"``)."""
+    options = {} if algorithm is None else {"algorithm": algorithm}
+    seconds, res = timed(lambda: mc.minimize_max(problem, **options))
+    if _repeats(seconds) > 1:
+        seconds, res = timed(lambda: mc.minimize_max(problem, **options), _repeats(seconds))
+    return seconds, res
+
+
+def _time_to_target(
+    problem: Any, method: str, options: dict[str, Any], best: float, step_cap: int, cap: float
+) -> dict[str, Any]:
+    """Wall time until the callback sees ``(F(x_t) - best)/|best| <= TARGET``."""
+    state = {"gap": math.inf, "steps": 0, "reached": False}
+    start = time.perf_counter()
+
+    def callback(it: mc.Iterate) -> bool:
+        gap = (it.fun - best) / abs(best)
+        state["gap"] = min(state["gap"], gap)
+        state["steps"] = it.step
+        if gap <= TARGET:
+            state["reached"] = True
+            return True
+        return time.perf_counter() - start > cap
+
+    res = mc.minimize_max(
+        problem, method=method, steps=step_cap, tol=1e-30, callback=callback, **options
+    )
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds if state["reached"] else None,
+        "elapsed": seconds,
+        "reached": state["reached"],
+        "steps": state["steps"],
+        "nfev": res.nfev,
+        "best_relative_gap": state["gap"],
+        "message": res.message if not state["reached"] else "target reached",
+    }
+
+
+def _one_size(
+    m: int, d: int, smoothness: float, seed: int, step_cap: int, cap: float, bar: Any
+) -> dict[str, Any]:
+    problem = _problem(m, d, smoothness, seed)
+    grad_seconds = _gradient_time(problem)
+    start = time.perf_counter()
+    ref = mc.reference.solve_cvxpy(problem)
+    cvxpy_seconds = time.perf_counter() - start
+    bar.update()
+    auto_seconds, auto = _auto(problem)
+    gm_seconds, gm = _auto(problem, "gradient_mapping")
+    bar.update()
+    candidates = [auto.fun, gm.fun] + ([ref.fun] if math.isfinite(ref.fun) else [])
+    best = min(candidates)
+    row: dict[str, Any] = {
+        "num_tasks": m,
+        "dim": d,
+        "smoothness": smoothness,
+        "gradient_seconds": grad_seconds,
+        "cvxpy": {
+            "seconds": cvxpy_seconds,
+            "compile_seconds": ref.info["compile_seconds"],
+            "solve_seconds": ref.info["solve_seconds"],
+            "fun": ref.fun,
+            "relative_error": (ref.fun - best) / abs(best),
+            "status": ref.message,
+        },
+        "auto": _auto_row(auto, auto_seconds, best, grad_seconds),
+        "auto_gradient_mapping": _auto_row(gm, gm_seconds, best, grad_seconds),
+        "best_fun": best,
+        "speedup_auto_vs_cvxpy": cvxpy_seconds / auto_seconds,
+        "auto_gradient_evaluations": auto_seconds / grad_seconds,
+        "first_order": {},
+    }
+    tau = TARGET * abs(best) / (2.0 * math.log(m))
+    for label, (method, make) in FIRST_ORDER.items():
+        out = _time_to_target(problem, method, make(tau, m), best, step_cap, cap)
+        out["options"] = make(tau, m)
+        out["ratio_to_auto"] = None if out["seconds"] is None else out["seconds"] / auto_seconds
+        row["first_order"][label] = out
+        bar.update()
+    return row
+
+
+def _auto_row(res: mc.Result, seconds: float, best: float, grad: float) -> dict[str, Any]:
+    return {
+        "seconds": seconds,
+        "fun": res.fun,
+        "relative_error": (res.fun - best) / abs(best),
+        "relative_certificate": (res.certificate or math.inf) / abs(res.fun),
+        "success": res.success,
+        "nit": res.nit,
+        "nfev": res.nfev,
+        "active_tasks": int(np.count_nonzero(res.weights)),
+        "gradient_evaluations": seconds / grad,
+        "algorithm": res.info.get("algorithm"),
+    }
+
+
+def _scaling(quick: bool, seed: int, bar: Any) -> dict[str, Any]:
+    """auto (both engines) and CVXPY (while under a minute) against d and against M."""
+    dims = (25, 50, 100, 200) if quick else (25, 50, 100, 200, 400, 800)
+    tasks = (5, 10, 25, 50, 100) if quick else (5, 10, 25, 50, 100, 200, 400)
+    sweeps: dict[str, Any] = {}
+    for axis, sizes in (("dim", [(50, d) for d in dims]), ("num_tasks", [(m, 100) for m in tasks])):
+        rows, cvxpy_ok = [], True
+        for m, d in sizes:
+            problem = _problem(m, d, 10.0, seed)
+            auto_seconds, auto = _auto(problem)
+            gm_seconds, _ = _auto(problem, "gradient_mapping")
+            row: dict[str, Any] = {
+                "num_tasks": m,
+                "dim": d,
+                "auto_seconds": auto_seconds,
+                "gradient_mapping_seconds": gm_seconds,
+                "gradient_seconds": _gradient_time(problem),
+                "auto_success": auto.success,
+                "cvxpy_seconds": None,
+            }
+            # CVXPY time grows about 8x per doubling beyond small sizes: stop once the
+            # last run took over an eighth of the limit (quick: a fortieth)
+            if cvxpy_ok:
+                start = time.perf_counter()
+                mc.reference.solve_cvxpy(problem)
+                row["cvxpy_seconds"] = time.perf_counter() - start
+                cvxpy_ok = row["cvxpy_seconds"] < CVXPY_SCALING_LIMIT / (40 if quick else 8)
+            rows.append(row)
+            bar.update()
+        sweeps[axis] = rows
+    return sweeps
+
+
+def run(args: argparse.Namespace) -> Report:
+    sizes = SIZES[:2] if args.quick else SIZES
+    step_cap = args.step_cap or (20000 if args.quick else 50000)
+    cap = args.time_cap or (5.0 if args.quick else 30.0)
+    out: Path = args.out
+    scaling_runs = 0 if args.no_scaling else (9 if args.quick else 13)
+    total = len(sizes) * len(SMOOTHNESS) * (2 + len(FIRST_ORDER)) + scaling_runs
+    rows = []
+    with single_threaded(), tqdm(total=total, desc=NAME) as bar:
+        for m, d in sizes:
+            for smoothness in SMOOTHNESS:
+                rows.append(_one_size(m, d, smoothness, args.seed, step_cap, cap, bar))
+        scaling = {} if args.no_scaling else _scaling(args.quick, args.seed, bar)
+    targets = _targets(rows)
+    payload = {
+        "experiment": NAME,
+        "config": {
+            "sizes": sizes,
+            "smoothness": SMOOTHNESS,
+            "mu": 1.0,
+            "seed": args.seed,
+            "target_relative_gap": TARGET,
+            "step_cap": step_cap,
+            "time_cap_seconds": cap,
+            "threads": 1,
+        },
+        "rows": rows,
+        "scaling": scaling,
+        "targets": targets,
+    }
+    json_path = write_json(out / f"{NAME}.json", payload)
+    pngs = [_plot_table(rows, out / f"{NAME}.png")]
+    if scaling:
+        pngs.append(_plot_scaling(scaling, out / f"{NAME}_scaling.png"))
+    table = _markdown_table(rows)
+    print(table)
+    for key, value in targets.items():
+        print(f"  {key}: {value}")
+    md = (
+        f"![speed]({NAME}.png)\n\n"
+        + (f"![scaling]({NAME}_scaling.png)\n\n" if scaling else "")
+        + "Single-threaded wall times on `random_quadratic(M, d, mu=1, smoothness=L)`. "
+        "`auto` is the interior-point method (certificate <= 1e-8 relative); `gm` its "
+        "first-order engine for tasks without Hessians. First-order columns: time to a "
+        f"relative gap of {TARGET:g} (capped at {step_cap} steps or {cap:g} s: `>` marks a "
+        "cap, with the best gap reached).\n\n"
+        + table
+        + "\n\nTargets: "
+        + ", ".join(f"{k} = {v}" for k, v in targets.items())
+        + "\n"
+    )
+    headline = {
+        f"speedup_{r['num_tasks']}x{r['dim']}_L{r['smoothness']:g}": r["speedup_auto_vs_cvxpy"]
+        for r in rows
+    }
+    return Report(json_path, tuple(pngs), md, headline)
+
+
+def _targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets, measured: accuracy, speed-up, cost in gradient evaluations."""
+    big = [r for r in rows if (r["num_tasks"], r["dim"]) in ((50, 200), (100, 500))]
+    largest = [r for r in rows if (r["num_tasks"], r["dim"]) == (100, 500)]
+    worst_error = max(max(r["auto"]["relative_error"], 0.0) for r in rows)
+    out: dict[str, Any] = {
+        "auto_worst_relative_error": worst_error,
+        "auto_within_1e-8": bool(worst_error <= 1e-8 and all(r["auto"]["success"] for r in rows)),
+        "min_speedup_at_50x200_and_100x500": min(r["speedup_auto_vs_cvxpy"] for r in big)
+        if big
+        else None,
+    }
+    if out["min_speedup_at_50x200_and_100x500"] is not None:
+        out["speedup_ge_100"] = bool(out["min_speedup_at_50x200_and_100x500"] >= 100)
+    if largest:
+        worst = max(r["auto_gradient_evaluations"] for r in largest)
+        out["auto_gradient_evaluations_at_100x500"] = worst
+        out["auto_le_300_gradient_evaluations"] = bool(worst <= 300)
+    return out
+
+
+def _fmt_seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1e3:.3g} ms" if value < 1 else f"{value:.3g} s"
+
+
+def _first_order_cell(entry: dict[str, Any]) -> str:
+    if entry["reached"]:
+        return f"{_fmt_seconds(entry['seconds'])} ({entry['ratio_to_auto']:.0f}x)"
+    return f"> {_fmt_seconds(entry['elapsed'])} (gap {entry['best_relative_gap']:.1e})"
+
+
+def _markdown_table(rows: list[dict[str, Any]]) -> str:
+    labels = list(FIRST_ORDER)
+    head = (
+        "| M, d | L | one gradient eval | CVXPY | auto | auto / CVXPY | auto in grad evals "
+        "| auto rel. error | gm | " + " | ".join(labels) + " |"
+    )
+    sep = "|" + "---|" * (9 + len(labels))
+    lines = [head, sep]
+    for r in rows:
+        cells = [
+            f"{r['num_tasks']}, {r['dim']}",
+            f"{r['smoothness']:g}",
+            _fmt_seconds(r["gradient_seconds"]),
+            _fmt_seconds(r["cvxpy"]["seconds"]),
+            _fmt_seconds(r["auto"]["seconds"]),
+            f"{r['speedup_auto_vs_cvxpy']:.0f}x faster",
+            f"{r['auto_gradient_evaluations']:.0f}",
+            f"{r['auto']['relative_error']:.1e}",
+            _fmt_seconds(r["auto_gradient_mapping"]["seconds"]),
+        ] + [_first_order_cell(r["first_order"][k]) for k in labels]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot_table(rows: list[dict[str, Any]], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[float]] = {
+        "one gradient evaluation": [r["gradient_seconds"] for r in rows],
+        "auto (interior point)": [r["auto"]["seconds"] for r in rows],
+        "auto engine: gradient mapping": [r["auto_gradient_mapping"]["seconds"] for r in rows],
+        "CVXPY + Clarabel": [r["cvxpy"]["seconds"] for r in rows],
+    }
+    for label in FIRST_ORDER:
+        series[f"{label} to {TARGET:g}"] = [r["first_order"][label]["elapsed"] for r in rows]
+    capped = {
+        f"{label} to {TARGET:g}": [not r["first_order"][label]["reached"] for r in rows]
+        for label in FIRST_ORDER
+    }
+    fig, ax = plt.subplots(figsize=(11, 5))
+    n, k = len(rows), len(series)
+    width = 0.8 / k
+    xs = np.arange(n)
+    cmap = plt.get_cmap("tab10")
+    for j, (label, values) in enumerate(series.items()):
+        pos = xs - 0.4 + (j + 0.5) * width
+        bars = ax.bar(pos, values, width, label=label, color=cmap(j % 10))
+        for b, is_capped in zip(bars, capped.get(label, [False] * n), strict=True):
+            if is_capped:
+                b.set_hatch("//")
+                b.set_alpha(0.5)
+    ax.set_yscale("log")
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"M={r['num_tasks']}, d={r['dim']}\nL={r['smoothness']:g}" for r in rows])
+    ax.set_ylabel("wall time, one thread (seconds, log scale)")
+    ax.set_xlabel("problem: random_quadratic(M, d, mu=1, smoothness=L)")
+    ax.set_title(
+        f"exact solvers vs CVXPY; first-order methods to a {TARGET:g} relative gap "
+        "(hatched: stopped by the cap)"
+    )
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2, loc="upper left")
+    return save_figure(fig, path)
+
+
+def _plot_scaling(scaling: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, (axis, rows) in zip(axes, scaling.items(), strict=True):
+        xs = np.array([r[axis] for r in rows], dtype=float)
+        ax.loglog(xs, [r["auto_seconds"] for r in rows], "o-", label="auto (interior point)")
+        ax.loglog(xs, [r["gradient_mapping_seconds"] for r in rows], "s-", label="gradient mapping")
+        ax.loglog(xs, [r["gradient_seconds"] for r in rows], "k:", label="one gradient evaluation")
+        cv = [(x, r["cvxpy_seconds"]) for x, r in zip(xs, rows, strict=True) if r["cvxpy_seconds"]]
+        if cv:
+            ax.loglog(*zip(*cv, strict=True), "^-", color="tab:red", label="CVXPY + Clarabel")
+        fixed = f"M = {rows[0]['num_tasks']}" if axis == "dim" else f"d = {rows[0]['dim']}"
+        ax.set_xlabel(("dimension d" if axis == "dim" else "number of tasks M") + f" ({fixed})")
+        ax.set_ylabel("wall time, one thread (seconds)")
+        ax.set_title(f"time vs {'d' if axis == 'dim' else 'M'} (smoothness 10, mu 1)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+EXPERIMENT = Experiment(
+    name=NAME,
+    summary="convex speed: auto vs CVXPY + Clarabel and first-order methods (time, ratios)",
+    run=run,
+    add_arguments=add_arguments,
+)
