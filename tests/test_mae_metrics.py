@@ -79,6 +79,11 @@ def test_normalised_scores_by_hand():
     assert np.mean(scores["scratch"]["segmentation"]) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="scratch"):
         normalised_scores({"minimax": metrics["minimax"]})
+    # a task the baseline already solves is left out (not divided by zero)
+    perfect = {k: [dict(r, cls_linear_acc=1.0) for r in v] for k, v in metrics.items()}
+    scores, ebar = normalised_scores(perfect)
+    assert ebar["cls_linear"] == 0.0 and "cls_linear" not in scores["minimax"]
+    assert set(scores["minimax"]) == {"cls_finetune", "segmentation", "depth"}
 
 
 def test_linear_probe_separable():

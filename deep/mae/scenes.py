@@ -139,10 +139,140 @@ def _texture(kind: np.ndarray, a: np.ndarray, b: np.ndarray, freq: np.ndarray) -
     return 0.55 + 0.45 * pattern
 
 
+_CHUNK = 256  # scenes rendered at a time (bounds memory; results do not depend on it)
+_CYL = 0.65  # cylinder half-width in object radii
+
+
+def _draw(n: int, cfg: SceneConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Every random quantity of ``n`` scenes, drawn up front (float32 / int64 arrays)."""
+    k, f32 = cfg.max_objects, np.float32
+    d: dict[str, np.ndarray] = {
+        "horizon": rng.uniform(-0.45, -0.05, n),
+        "height": rng.uniform(*cfg.camera_height, n),
+        "wall": rng.uniform(*cfg.wall_distance, n),
+        "count": rng.integers(1, k + 1, n),
+        "cls": rng.integers(0, len(OBJECT_CLASSES), (n, k)),
+        "z0": rng.uniform(1.6, 4.5, (n, k)),
+        "s": rng.uniform(0.4, 0.9, (n, k)),
+        "u0": rng.uniform(-0.8, 0.8, (n, k)),
+        "hue": rng.uniform(0.0, 1.0, (n, k)),
+        "sat": rng.uniform(0.45, 0.95, (n, k)),
+        "val": rng.uniform(0.65, 1.0, (n, k)),
+        "tex_kind": rng.integers(0, 4, (n, k)),
+        "tex_freq": rng.uniform(2.0, 4.0, (n, k)),
+        "azimuth": rng.uniform(-0.9, 0.9, n),
+        "elevation": rng.uniform(0.3, 0.9, n),
+        "tile": rng.uniform(0.6, 1.2, n),
+        "floor_dark": rng.uniform(0.55, 0.8, n),
+    }
+    for name, (lo, hi) in zip(("wall_h", "wall_s", "wall_v"), _WALL_HSV, strict=True):
+        d[name] = rng.uniform(lo, hi, n)
+    for name, (lo, hi) in zip(("floor_h", "floor_s", "floor_v"), _FLOOR_HSV, strict=True):
+        d[name] = rng.uniform(lo, hi, n)
+    return {key: v.astype(f32) if v.dtype.kind == "f" else v for key, v in d.items()}
+
+
+def _render(
+    d: dict[str, np.ndarray], cfg: SceneConfig, noise_rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RGB ``(n, 3, H, W)``, depth ``(n, H, W)`` and semantic ``(n, H, W)`` of drawn scenes."""
+    k = d["cls"].shape[1]
+    size = cfg.size
+    f32 = np.float32
+    axis = ((np.arange(size, dtype=f32) + 0.5) / size * 2.0 - 1.0).astype(f32)
+    u = axis[None, None, :]  # (1, 1, W)
+    v = axis[None, :, None]  # (1, H, 1)
+    col = lambda a: a[:, None, None]  # noqa: E731  (n,) -> (n, 1, 1)
+
+    # --- room: floor plane z = h / (v - v_h) below the horizon, wall at distance D ----------
+    below = v - col(d["horizon"])
+    floor_z = np.where(below > 1e-6, col(d["height"]) / np.maximum(below, 1e-6), np.inf)
+    is_floor = floor_z < col(d["wall"])
+    bg_z = np.where(is_floor, floor_z, col(d["wall"])).astype(f32)  # (n, H, W)
+
+    # --- objects: every object's front surface, then a z-buffer ----------------------------
+    z0, s = d["z0"], d["s"]
+    r = s / z0
+    v0 = d["horizon"][:, None] + d["height"][:, None] / z0 - r  # centre: base on the floor
+    ex = lambda a: a[:, :, None, None]  # noqa: E731  (n, K) -> (n, K, 1, 1)
+    du = (u[:, None] - ex(d["u0"])) / ex(r)  # (n, K, 1, W), in object radii
+    dv = (v[:, None] - ex(v0)) / ex(r)  # (n, K, H, 1)
+    c = ex(d["cls"])
+    present = ex(np.arange(k)[None, :] < d["count"][:, None])
+    adu, adv = np.abs(du), np.abs(dv)
+    rho2 = du * du + dv * dv
+    inside = present & np.select(
+        [c == 0, c == 1, c == 2],
+        [rho2 < 1.0, (adu < 1.0) & (adv < 1.0), (adu < _CYL) & (adv < 1.0)],
+        (adu < (dv + 1.0) / 2.0) & (dv < 1.0),
+    )
+    bulge = np.select(
+        [c == 0, c == 1, c == 2],
+        [
+            np.sqrt(np.clip(1.0 - rho2, 0.0, 1.0)),
+            np.ones_like(rho2),
+            _CYL * np.sqrt(np.clip(1.0 - (du / _CYL) ** 2, 0.0, 1.0)),
+        ],
+        0.5 * (1.0 - adu),
+    )
+    obj_z = np.where(inside, ex(z0) - ex(s) * bulge, np.inf).astype(f32)
+    nearest = np.argmin(obj_z, axis=1)  # (n, H, W)
+    near_z = np.take_along_axis(obj_z, nearest[:, None], axis=1)[:, 0]
+    hit = near_z < bg_z
+    depth = np.where(hit, near_z, bg_z).astype(f32)
+
+    # --- per pixel, the visible object's parameters (work on (n, H, W) from here) ----------
+    def pick(a: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(a[:, :, None, None], nearest[:, None], axis=1)[:, 0]
+
+    cls_p = np.where(hit, pick(d["cls"]), -1)
+    semantic = np.where(hit, cls_p + _FIRST_OBJECT, is_floor.astype(np.int64)).astype(np.int64)
+    r_p = pick(r)
+    a = (u - pick(d["u0"])) / r_p  # local coordinates of the visible object
+    b = (v - pick(v0)) / r_p
+    zero, one = np.zeros_like(a), np.ones_like(a)
+    sph = np.sqrt(np.clip(1.0 - a * a - b * b, 0.0, 1.0))
+    cyl = np.sqrt(np.clip(1.0 - (a / _CYL) ** 2, 0.0, 1.0))
+    # camera frame: x right, y down, z forward; visible surfaces face the camera (n_z < 0)
+    conds = [cls_p == 0, cls_p == 1, cls_p == 2, cls_p == 3, is_floor]
+    nx = np.select(conds, [a, zero, a / _CYL, 0.5 * np.sign(a), zero], zero)
+    ny = np.select(conds, [b, zero, zero, -0.45 * one, -one], zero)
+    nz = np.select(conds, [-sph, -one, -cyl, -0.75 * one, zero], -one)
+    norm = np.maximum(np.sqrt(nx * nx + ny * ny + nz * nz), 1e-6)
+    el, az = d["elevation"], d["azimuth"]
+    light = np.stack([np.sin(az) * np.cos(el), -np.sin(el), -np.cos(az)], axis=1)
+    light /= np.linalg.norm(light, axis=1, keepdims=True)
+    lambert = (nx * col(light[:, 0]) + ny * col(light[:, 1]) + nz * col(light[:, 2])) / norm
+    shade = 0.3 + 0.7 * np.clip(lambert, 0.0, 1.0)
+
+    # --- albedo: textured objects, checkered floor, plain wall ------------------------------
+    obj_rgb = _hsv_to_rgb(d["hue"], d["sat"], d["val"])  # (n, K, 3)
+    obj_albedo = (
+        np.take_along_axis(obj_rgb[:, :, None, None, :], nearest[:, None, :, :, None], axis=1)[:, 0]
+        * _texture(pick(d["tex_kind"]), a, b, pick(d["tex_freq"]))[..., None]
+    )
+    wall_rgb = _hsv_to_rgb(d["wall_h"], d["wall_s"], d["wall_v"])[:, None, None]
+    floor_a = _hsv_to_rgb(d["floor_h"], d["floor_s"], d["floor_v"])[:, None, None]
+    floor_b = floor_a * d["floor_dark"][:, None, None, None]
+    fz = np.where(is_floor, floor_z, 0.0)
+    tile = col(d["tile"])
+    check = (np.floor(u * fz / tile) + np.floor(fz / tile)) % 2 == 0
+    floor_rgb = np.where(check[..., None], floor_a, floor_b)
+    albedo = np.where(
+        hit[..., None], obj_albedo, np.where(is_floor[..., None], floor_rgb, wall_rgb)
+    )
+    rgb = albedo * (shade / (1.0 + 0.04 * depth))[..., None]
+    if cfg.noise > 0:
+        rgb = rgb + cfg.noise * noise_rng.standard_normal(rgb.shape, dtype=f32)
+    rgb = np.clip(rgb, 0.0, 1.0).astype(f32).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(rgb), depth, semantic
+
+
 def generate_scenes(num_scenes: int, config: SceneConfig | None = None, seed: int = 0) -> Scenes:
     """Render ``num_scenes`` scenes (vectorised over scenes, objects and pixels).
 
-    The same ``(num_scenes, config, seed)`` gives the same arrays on every machine.
+    The same ``(num_scenes, config, seed)`` gives the same arrays on every machine, and
+    the first ``m`` scenes of ``n`` are those of ``m`` when ``m`` is a multiple of 256.
     """
     if isinstance(num_scenes, bool) or not isinstance(num_scenes, int) or num_scenes < 1:
         raise ValueError(f"num_scenes must be an integer >= 1, got {num_scenes!r}")
@@ -151,140 +281,21 @@ def generate_scenes(num_scenes: int, config: SceneConfig | None = None, seed: in
     cfg = config or SceneConfig()
     if not isinstance(cfg, SceneConfig):
         raise TypeError(f"config must be a SceneConfig, got {type(cfg).__name__}")
-    rng = np.random.default_rng(seed)
-    n, k, size = num_scenes, cfg.max_objects, cfg.size
-    f32 = np.float32
-
-    # --- camera and room (per scene), shapes (N, 1, 1) -----------------------------------
-    axis = (np.arange(size, dtype=f32) + 0.5) / size * 2.0 - 1.0
-    u = axis[None, None, :]  # (1, 1, W)
-    v = axis[None, :, None]  # (1, H, 1)
-    horizon = rng.uniform(-0.45, -0.05, (n, 1, 1)).astype(f32)
-    height = rng.uniform(*cfg.camera_height, (n, 1, 1)).astype(f32)
-    wall = rng.uniform(*cfg.wall_distance, (n, 1, 1)).astype(f32)
-    below = v - horizon
-    floor_z = np.where(below > 1e-6, height / np.maximum(below, 1e-6), np.inf)
-    is_floor = floor_z < wall
-    bg_z = np.where(is_floor, floor_z, wall).astype(f32)  # (N, H, W)
-    bg_class = is_floor.astype(np.int64)
-
-    # --- objects (N, K) -------------------------------------------------------------------
-    count = rng.integers(1, k + 1, n)
-    present = np.arange(k)[None, :] < count[:, None]
-    cls = rng.integers(0, len(OBJECT_CLASSES), (n, k))
-    z0 = rng.uniform(1.6, 4.5, (n, k)).astype(f32)
-    s = rng.uniform(0.4, 0.9, (n, k)).astype(f32)
-    r = s / z0
-    u0 = rng.uniform(-0.8, 0.8, (n, k)).astype(f32)
-    v_base = horizon[:, :, 0] + height[:, :, 0] / z0
-    v0 = v_base - r
-    hue = rng.uniform(0.0, 1.0, (n, k)).astype(f32)
-    sat = rng.uniform(0.45, 0.95, (n, k)).astype(f32)
-    val = rng.uniform(0.65, 1.0, (n, k)).astype(f32)
-    tex_kind = rng.integers(0, 4, (n, k))
-    tex_freq = rng.uniform(2.0, 4.0, (n, k)).astype(f32)
-
-    ex = lambda a: a[:, :, None, None]  # noqa: E731  (N, K) -> (N, K, 1, 1)
-    du = (u[:, None] - ex(u0)) / ex(r)  # (N, K, 1, W), in object radii
-    dv = (v[:, None] - ex(v0)) / ex(r)  # (N, K, H, 1)
-    du, dv = np.broadcast_arrays(du, dv)
-    c = ex(cls)
-    s4, z4 = ex(s), ex(z0)
-    rho2 = du * du + dv * dv
-    cyl = 0.65
-    inside = np.select(
-        [c == 0, c == 1, c == 2, c == 3],
-        [
-            rho2 < 1.0,
-            (np.abs(du) < 1.0) & (np.abs(dv) < 1.0),
-            (np.abs(du) < cyl) & (np.abs(dv) < 1.0),
-            (np.abs(du) < (dv + 1.0) / 2.0) & (dv < 1.0),
-        ],
-        False,
-    ) & ex(present)
-    bulge_sphere = np.sqrt(np.clip(1.0 - rho2, 0.0, 1.0))
-    bulge_cyl = np.sqrt(np.clip(1.0 - (du / cyl) ** 2, 0.0, 1.0))
-    obj_z = z4 - s4 * np.select(
-        [c == 0, c == 1, c == 2],
-        [bulge_sphere, np.ones_like(du), cyl * bulge_cyl],
-        0.5 * (1.0 - np.abs(du)),
-    )
-    obj_z = np.where(inside, obj_z, np.inf).astype(f32)
-
-    # --- z-buffer ---------------------------------------------------------------------------
-    nearest = np.argmin(obj_z, axis=1)  # (N, H, W)
-    near_z = np.take_along_axis(obj_z, nearest[:, None], axis=1)[:, 0]
-    hit = near_z < bg_z
-    depth = np.where(hit, near_z, bg_z).astype(f32)
-    near_cls = np.take_along_axis(np.broadcast_to(c, obj_z.shape), nearest[:, None], axis=1)[:, 0]
-    semantic = np.where(hit, near_cls + _FIRST_OBJECT, bg_class).astype(np.int64)
-
-    # --- normals (camera frame: x right, y down, z forward; visible normals have n_z < 0) --
-    def pick(a: np.ndarray) -> np.ndarray:
-        a = np.broadcast_to(a, obj_z.shape)
-        return np.take_along_axis(a, nearest[:, None], axis=1)[:, 0]
-
-    sphere_n = (du, dv, -bulge_sphere)
-    cyl_n = (du / cyl, np.zeros_like(du), -bulge_cyl)
-    cone_n = (0.5 * np.sign(du), np.full_like(du, -0.45), np.full_like(du, -0.75))
-    box_n = (np.zeros_like(du), np.zeros_like(du), -np.ones_like(du))
-    obj_n = [
-        pick(np.select([c == 0, c == 1, c == 2], [sn, bn, cn], kn))
-        for sn, bn, cn, kn in zip(sphere_n, box_n, cyl_n, cone_n, strict=True)
+    params = _draw(num_scenes, cfg, np.random.default_rng(seed))
+    parts = [
+        _render(
+            {key: val[i : i + _CHUNK] for key, val in params.items()},
+            cfg,
+            np.random.default_rng([seed, i // _CHUNK]),
+        )
+        for i in range(0, num_scenes, _CHUNK)
     ]
-    floor_n = (0.0, -1.0, 0.0)
-    wall_n = (0.0, 0.0, -1.0)
-    normal = np.stack(
-        [
-            np.where(hit, on, np.where(is_floor, fn, wn))
-            for on, fn, wn in zip(obj_n, floor_n, wall_n, strict=True)
-        ],
-        axis=1,
-    ).astype(f32)
-    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-6)
-
-    # light comes from the camera side, above, left or right: direction towards the light
-    azimuth = rng.uniform(-0.9, 0.9, n)
-    elevation = rng.uniform(0.3, 0.9, n)
-    to_light = np.stack(
-        [np.sin(azimuth) * np.cos(elevation), -np.sin(elevation), -np.cos(azimuth)], axis=1
-    ).astype(f32)
-    to_light /= np.linalg.norm(to_light, axis=1, keepdims=True)
-    lambert = np.clip(np.einsum("nchw,nc->nhw", normal, to_light), 0.0, 1.0)
-    shade = 0.3 + 0.7 * lambert
-
-    # --- albedo -------------------------------------------------------------------------------
-    obj_rgb = _hsv_to_rgb(hue, sat, val)  # (N, K, 3)
-    tex = _texture(ex(tex_kind), du, dv, ex(tex_freq))
-    obj_albedo = (
-        pick(tex)[..., None]
-        * np.take_along_axis(obj_rgb[:, :, None, None, :], nearest[:, None, :, :, None], axis=1)[
-            :, 0
-        ]
-    )
-    wall_rgb = _hsv_to_rgb(*(rng.uniform(lo, hi, n).astype(f32) for lo, hi in _WALL_HSV))
-    floor_a = _hsv_to_rgb(*(rng.uniform(lo, hi, n).astype(f32) for lo, hi in _FLOOR_HSV))
-    floor_b = floor_a * rng.uniform(0.55, 0.8, (n, 1)).astype(f32)
-    world_x = u * np.where(is_floor, floor_z, 0.0)
-    tile = rng.uniform(0.6, 1.2, (n, 1, 1)).astype(f32)
-    check = (np.floor(world_x / tile) + np.floor(np.where(is_floor, floor_z, 0.0) / tile)) % 2
-    floor_rgb = np.where(check[..., None] == 0, floor_a[:, None, None], floor_b[:, None, None])
-    albedo = np.where(
-        hit[..., None],
-        obj_albedo,
-        np.where(is_floor[..., None], floor_rgb, wall_rgb[:, None, None]),
-    )
-    falloff = 1.0 / (1.0 + 0.04 * depth)
-    rgb = albedo * (shade * falloff)[..., None]
-    rgb = rgb + rng.normal(0.0, cfg.noise, rgb.shape)
-    rgb = np.clip(rgb, 0.0, 1.0).astype(f32).transpose(0, 3, 1, 2)
-
-    label = scene_labels_from_semantic(semantic)
+    rgb, depth, semantic = (np.concatenate(x) for x in zip(*parts, strict=True))
     return Scenes(
-        rgb=np.ascontiguousarray(rgb),
+        rgb=rgb,
         depth=depth[:, None],
         semantic=semantic,
-        label=label,
+        label=scene_labels_from_semantic(semantic),
         class_names=SEGMENT_CLASSES,
         label_names=OBJECT_CLASSES,
         max_depth=cfg.max_depth,
