@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> Report:
     md = (
         f"![{NAME}]({NAME}.png)\n\n"
         f"From M={lo['num_tasks']} to M={hi['num_tasks']} tasks in R^{cfg['dim']}, at most "
-        f"{summary['max_active_tasks']} tasks are active at the optimum (Caratheodory: <= d+1 = "
+        f"{summary['max_active_tasks']:.0f} tasks are active at the optimum (Caratheodory: <= d+1 = "
         f"{cfg['dim'] + 1}), and the smoothing's real error F(x_tau) - F* (tau=0.1) grows from "
         f"{lo['limit_gap_tau=0.1']:.2g} to {hi['limit_gap_tau=0.1']:.2g} while the bound tau log M "
         f"grows from {0.1 * math.log(lo['num_tasks']):.2g} to {0.1 * math.log(hi['num_tasks']):.2g} "
