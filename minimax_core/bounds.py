@@ -16,10 +16,12 @@ from numpy.typing import NDArray
 __all__ = [
     "covering_number_log",
     "dual_lower_bound",
+    "gradient_descent_distance_bound",
     "initial_radius",
     "lower_bound_on_optimum",
     "smoothed_gap_bound",
     "smoothed_smoothness",
+    "softmax_iterations_at_temperature",
     "softmax_iterations_to_accuracy",
     "softmax_linear_rate",
     "subgradient_convex_bound",
@@ -119,3 +121,34 @@ def covering_number_log(radius: float, eps: float, dim: int) -> float:
     """``log N(eps) <= d log(1 + 2r/eps)``: a ball of radius ``r`` in ``R^d`` has an
     ``eps``-net of at most ``(1 + 2r/eps)^d`` points (volume argument)."""
     return dim * math.log1p(2.0 * radius / eps)
+
+
+def softmax_iterations_at_temperature(
+    eps: float, temperature: float, smoothed_initial_gap: float, rate: float, num_tasks: int
+) -> int | None:
+    """Steps of softmax GD at a given ``tau`` that guarantee ``F(x_T) - F* <= eps``.
+
+    ``F(x_T) - F* <= rate^T (F_tau(x_0) - min F_tau) + tau log M``, so ``T = ceil(log(gap_0 /
+    (eps - tau log M)) / -log(rate))`` with ``rate = 1 - mu/L_tau``; ``None`` when ``tau log
+    M >= eps`` (the smoothing alone may cost more than ``eps``: no ``T`` is guaranteed).
+    """
+    room = eps - smoothed_gap_bound(temperature, num_tasks)
+    if room <= 0:
+        return None
+    if smoothed_initial_gap <= room:
+        return 0
+    return math.ceil(math.log(smoothed_initial_gap / room) / -math.log(rate))
+
+
+def gradient_descent_distance_bound(
+    mu: float, smoothness: float, initial_distance: float, steps: int | Float
+) -> Any:
+    """``||x_t - x*|| <= (1 - mu/L)^t ||x_0 - x*||`` for gradient descent with step ``1/L``
+    on a ``mu``-strongly convex, ``L``-smooth function (Prop 5.3: the iterates never leave
+    the ball of radius ``||x_0 - x*||`` around ``x*``).
+
+    ``h = f - mu ||x||^2/2`` has a co-coercive gradient, which makes the step map a
+    contraction with factor ``max(|1 - mu/L|, |1 - L/L|) = 1 - mu/L``.
+    """
+    t = np.asarray(steps, dtype=np.float64)
+    return (1.0 - mu / smoothness) ** t * initial_distance

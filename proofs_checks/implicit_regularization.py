@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+import minimax_core as mc
+
 from ._numerics import EPS, Float, check_steps
 from ._slack import Slack
 
@@ -71,7 +73,7 @@ def check_gd_in_ball(
         x = x - np.asarray(gradient(x), dtype=np.float64) / smoothness
         dist.append(float(np.linalg.norm(x - x_star)))
     distance = np.asarray(dist)
-    bound = (1.0 - mu / smoothness) ** np.arange(steps + 1, dtype=np.float64) * r0
+    bound = mc.bounds.gradient_descent_distance_bound(mu, smoothness, r0, np.arange(steps + 1))
     scale = max(1.0, float(np.linalg.norm(x_star)), float(np.linalg.norm(np.asarray(x0))))
     return Slack(
         statement="||x_t - x*|| <= (1 - mu_f/L_f)^t ||x_0 - x*||",

@@ -347,3 +347,25 @@ def test_module_runner_checks_every_statement(capsys):
                       "||x_t - x*||", "(1 + 2r/eps)^d", "T(eps)"):  # fmt: skip
         assert statement in printed
     assert "every statement held" in printed
+
+
+@pytest.mark.parametrize("share", [0.25, 0.5, 0.9])
+def test_iteration_count_at_any_temperature_reaches_eps(share):
+    """``softmax_iterations_at_temperature`` (the count the temperature plot draws): with
+    ``tau log M = share * eps``, that many guaranteed steps give ``F(x_T) - F* <= eps``."""
+    problem = mc.problems.random_quadratic(3, 3, mu=1.0, smoothness=2.0, seed=0, center_scale=0.3)
+    x0 = np.zeros(3)
+    bracket = optimum_bracket(problem)
+    eps = 0.3 * (float(np.max(problem.losses(x0))) - bracket.lower)
+    tau = share * eps / math.log(3)
+    eta, l_tau, _ = softmax_rate.theory_step_size(problem, tau, x0)
+    gap0 = smoothed_value(problem.losses(x0), tau) - minimize_smoothed(problem, tau).value
+    rate = mc.bounds.softmax_linear_rate(problem.mu, l_tau)
+    count = mc.bounds.softmax_iterations_at_temperature(eps, tau, gap0, rate, 3)
+    assert count is not None and 0 < count <= 20_000
+    res = mc.minimize_max(
+        problem, "softmax", temperature=tau, step_size=eta, steps=count, tol=1e-300, x0=x0
+    )
+    assert res.nit == count
+    assert res.fun - bracket.lower <= eps
+    assert mc.bounds.softmax_iterations_at_temperature(eps, 2 * eps, gap0, rate, 3) is None

@@ -153,7 +153,9 @@ def _measure(m: int, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     row.update(
         {
             "theory_temperature": tau,
-            "iterations_theorem": math.ceil(math.log(2.0 * gap0_tau / eps) / -math.log(rate)),
+            "iterations_theorem": mc.bounds.softmax_iterations_at_temperature(
+                eps, tau, gap0_tau, rate, m
+            ),
             "iterations_oracle_step": _iterations(
                 problem, tau, oracle_step, f_star, eps, cfg["budget"]
             ),

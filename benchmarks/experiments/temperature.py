@@ -125,9 +125,8 @@ def run(args: argparse.Namespace) -> Report:
         oracle_step = 1.0 / mc.bounds.smoothed_smoothness(problem.smoothness, g_star, tau)
         bound = mc.bounds.smoothed_gap_bound(tau, m)
         rate = mc.bounds.softmax_linear_rate(problem.mu, l_tau)
-        room = eps - bound
         gap0_tau = smoothed_value(v0, tau) - smooth.value
-        theory = math.ceil(math.log(gap0_tau / room) / -math.log(rate)) if room > 0 else None
+        theory = mc.bounds.softmax_iterations_at_temperature(eps, tau, gap0_tau, rate, m)
         reachable = limit < eps
         rows.append(
             {
