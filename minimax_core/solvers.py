@@ -286,9 +286,11 @@ def _softmax_step_size(
 
 def smoothed_max(values: Float, temperature: float) -> float:
     """``F_tau = tau log sum_i exp(L_i/tau)``, computed as ``max L + tau log sum exp((L -
-    max L)/tau)`` (no overflow for any finite losses and temperature)."""
+    max L)/tau)`` with the differences floored at ``-1000 tau`` (``exp`` is exactly 0 there),
+    so no finite losses and no temperature overflow."""
     top = float(np.max(values))
-    return top + temperature * math.log(float(np.sum(np.exp((values - top) / temperature))))
+    scaled = np.maximum(values - top, -1000.0 * temperature) / temperature
+    return top + temperature * math.log(float(np.sum(np.exp(scaled))))
 
 
 _ARMIJO_C = 0.5  # sufficient decrease F_tau(x - eta d) <= F_tau(x) - c eta ||d||^2
@@ -305,19 +307,28 @@ def _armijo(
     eta: float,
 ) -> tuple[float, Float, Float, Float] | None:
     """Backtracking on ``F_tau`` from ``eta``: ``(eta, x_new, L(x_new), J(x_new))`` or
-    ``None`` when no step of 60 halvings decreases ``F_tau`` (round-off level reached).
+    ``None`` when 60 halvings find no acceptable step (round-off level reached).
 
-    Sufficient decrease with ``c = 1/2`` (met by every ``eta <= 1/L_tau`` when ``F_tau`` is
-    ``L_tau``-smooth, so the accepted step is at least ``1/(2 L_tau)``), with a slack of
-    ``1e-15 |F_tau|`` for round-off in ``F_tau``."""
+    Accepts the sufficient decrease ``phi(eta) <= phi(0) - eta ||d||^2 / 2`` for
+    ``phi(eta) = F_tau(x - eta d)`` (met by every ``eta <= 1/L_tau`` when ``F_tau`` is
+    ``L_tau``-smooth, so the accepted step is at least ``1/(2 L_tau)``) or, where that
+    decrease is below ``1e-12 |F_tau|`` (not resolvable in floating point), its derivative form
+    ``phi'(eta) <= 0`` (Hager and Zhang's approximate Wolfe condition with ``delta = 1/2``:
+    the step does not pass the minimum along the line), which stays decidable when the
+    decrease is below the accuracy of ``F_tau``."""
     sq = float(direction @ direction)
-    slack = 1e-15 * abs(f_tau)
+    noise = 1e-12 * abs(f_tau)
     for _ in range(_ARMIJO_HALVINGS):
         x_new = x - eta * direction
         v, g = oracle(x_new)
         if np.all(np.isfinite(v)) and np.all(np.isfinite(g)):
-            if smoothed_max(v, temperature) <= f_tau - _ARMIJO_C * eta * sq + slack:
+            value = smoothed_max(v, temperature)
+            if value <= f_tau - _ARMIJO_C * eta * sq:
                 return eta, x_new, v, g
+            if _ARMIJO_C * eta * sq <= noise and value <= f_tau + noise:
+                slope = -float(weights.softmax_weights(v, temperature) @ g @ direction)
+                if slope <= 0.0:
+                    return eta, x_new, v, g
         eta *= 0.5
     return None
 
