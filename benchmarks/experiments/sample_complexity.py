@@ -267,7 +267,7 @@ def run(args: argparse.Namespace) -> Report:
         f"![{NAME}]({NAME}.png)\n\n"
         f"Worst-task population excess risk after fine-tuning on n downstream samples "
         f"({num_down} downstream tasks from {m} regression tasks in R^{d}, mean +- s.e. over "
-        f"{reps} repetitions). With fewer samples than parameters the minimax initialisation "
+        f"{reps} repetitions): with fewer samples than parameters the minimax initialisation "
         f"gives the worst task {small['early_stopped']:.2f}x the excess risk of the average-risk "
         f"initialisation (n = {grid[0]}, {cfg['fine_tune_steps']} GD steps; "
         f"{small['converged']:.2f}x with GD to convergence). To reach the target "
@@ -280,10 +280,9 @@ def run(args: argparse.Namespace) -> Report:
             "fewer": ": fewer samples from the minimax initialisation, as Section 5 predicts.\n",
             "more": ": MORE samples from the minimax initialisation, against Section 5's "
             "prediction.\n",
-            "same": f": the same within {100 * TIE:.0f}%, so fewer samples for the hardest task "
-            "are not observed here. Targets below the interpolation peak at n = d are reached "
-            "only with n > d, where least squares has a unique solution and fine-tuning forgets "
-            "its initialisation.\n",
+            "same": f": the same within {100 * TIE:.0f}%, not fewer, because targets below the "
+            "interpolation peak at n = d are reached only with n > d, where least squares has a "
+            "unique solution and fine-tuning forgets its initialisation.\n",
             "unknown": ": at least one initialisation never reaches it on the grid.\n",
         }[verdict]
     )
