@@ -365,6 +365,38 @@ def _postfix(entry: Mapping[str, Any], names: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _fault_code(host: Sequence[float], num_tasks: int) -> tuple[int, int]:
+    """``(code, first non-finite task)`` from the all-reduced stats read back to the host."""
+    M = num_tasks
+    if host[2 * M] > 0:
+        return _FAULT_IDS, -1
+    if sum(host[M : 2 * M]) == 0:
+        return _FAULT_EMPTY, -1
+    for i, value in enumerate(host[:M]):
+        if not math.isfinite(value):
+            return _FAULT_NONFINITE, i
+    return 0, -1
+
+
+def _record_fault(
+    fault: torch.Tensor, stats: torch.Tensor, num_tasks: int, step: int
+) -> torch.Tensor:
+    """:func:`_fault_code` on the device: keep the first ``(step, code, task)``, no host sync."""
+    M = num_tasks
+    nonfinite = ~torch.isfinite(stats[:M])
+    code = torch.where(
+        stats[2 * M] > 0,
+        _FAULT_IDS,
+        torch.where(
+            stats[M : 2 * M].sum() == 0,
+            _FAULT_EMPTY,
+            torch.where(nonfinite.any(), _FAULT_NONFINITE, 0),
+        ),
+    )
+    record = torch.stack([torch.full_like(code, step), code, nonfinite.long().argmax()])
+    return torch.where((fault[0] < 0) & (code > 0), record, fault)
+
+
 def _call_task_loss(
     task_loss: TaskLoss, model: nn.Module, batch: Any, step: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -903,34 +935,18 @@ def _train(
                     )
                     ctx.all_reduce_(stats)
                     g_sums, g_counts = stats[:M], stats[M : 2 * M]
-                    nonfinite = ~torch.isfinite(g_sums)
-                    code = torch.where(
-                        stats[2 * M] > 0,
-                        _FAULT_IDS,
-                        torch.where(
-                            g_counts.sum() == 0,
-                            _FAULT_EMPTY,
-                            torch.where(nonfinite.any(), _FAULT_NONFINITE, 0),
-                        ),
-                    )
-                    first_bad = nonfinite.int().argmax()
                     if immediate:  # read back now (free on CPU): stop before the update
-                        code_host, task_host, stop_host = torch.stack(
-                            [code.to(dtype), first_bad.to(dtype), stats[-1]]
-                        ).tolist()
-                        agreed_stop = stop_host > 0
-                        if code_host == _FAULT_NONFINITE and on_nonfinite == "skip":
+                        host = stats.tolist()
+                        agreed_stop = host[-1] > 0
+                        code, task = _fault_code(host, M)
+                        if code == _FAULT_NONFINITE and on_nonfinite == "skip":
                             skip_step = True
                             opt.zero_grad(set_to_none=True)
                             continue
-                        check_faults([step + 1, int(code_host), int(task_host)], g_sums, g_counts)
+                        check_faults([step + 1, code, task], g_sums, g_counts)
                     else:  # remember the first fault on the device; read it at the next check
-                        record = torch.stack(
-                            [torch.full_like(code, step + 1), code, first_bad.long()]
-                        )
-                        first = (running.fault[0] < 0) & (code > 0)
                         running = running._replace(
-                            fault=torch.where(first, record, running.fault),
+                            fault=_record_fault(running.fault, stats, M, step + 1),
                             stop=running.stop + stats[-1],
                         )
                         g_sums = torch.nan_to_num(g_sums, nan=0.0, posinf=0.0, neginf=0.0)
