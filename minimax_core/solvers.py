@@ -4,7 +4,9 @@
 method                    iteration
 ========================  ==============================================================
 ``"softmax"``             ``w = softmax(L(x)/temperature)``; ``x <- x - eta sum_i w_i grad L_i``
-                          (gradient descent on ``F_tau``; ``eta = 1/(L + G^2/tau)`` by default)
+                          (gradient descent on ``F_tau``; ``eta = 1/(L + G^2/tau)`` by default;
+                          ``line_search="armijo"`` backtracks on ``F_tau``;
+                          ``final_temperature`` adds temperature continuation)
 ``"subgradient"``         hardmax weights (a subgradient of ``F``), projected on a ball that
                           holds ``x*``; ``eta_t = 2/(mu (t+1))`` with the average
                           ``sum t x_t / sum t`` (strongly convex) or ``eta_t = 2R/(G sqrt t)``
@@ -12,7 +14,10 @@ method                    iteration
 ``"average"``             gradient descent on ``mean_i L_i`` (average risk)
 ``"group_dro"``           exponentiated-gradient weights ``q <- q exp(eta_q L)`` (Group DRO)
                           with projected steps on ``x`` and the ``t``-weighted average
-``"auto"``                the most accurate method available for the problem
+``"auto"``                exact ``min max`` with a certificate (:mod:`minimax_core.exact`):
+                          Mehrotra's interior-point method for quadratic tasks or tasks with
+                          ``hessians(x)``, Nesterov's accelerated gradient method for
+                          max-type functions otherwise; ``tol`` is a relative accuracy
 ========================  ==============================================================
 
 ``stochastic=True`` replaces ``losses``/``jacobian`` by the problem's minibatch estimates
@@ -294,7 +299,9 @@ def smoothed_max(values: Float, temperature: float) -> float:
 
 
 _ARMIJO_C = 0.5  # sufficient decrease F_tau(x - eta d) <= F_tau(x) - c eta ||d||^2
-_ARMIJO_GROWTH = 2.0  # each step first tries the previous step times this
+_ARMIJO_GROWTH = 1.25  # each step first tries the previous step times this (measured:
+# 1.1-1.25 need about 35% fewer evaluations than 2 to a 1e-3 gap; 1.25 recovers faster from
+# a small first step)
 _ARMIJO_HALVINGS = 60
 
 
@@ -345,7 +352,7 @@ def _softmax(
     """Softmax-weighted GD, i.e. gradient descent on ``F_tau`` (the paper's algorithm).
 
     ``line_search="fixed"`` (default): the step ``step_size`` or ``1/(L + G^2/tau)``.
-    ``line_search="armijo"``: backtracking on ``F_tau`` from twice the previous step (first
+    ``line_search="armijo"``: backtracking on ``F_tau`` from 1.25 times the previous step (first
     try ``step_size``, else ``1/smoothness``, else 1). ``final_temperature``: temperature
     continuation from ``temperature`` down to ``final_temperature``, multiplying ``tau`` by
     ``temperature_decay`` whenever ``||grad F_tau||^2/(2 mu) <= tau log M`` (the remaining
@@ -731,12 +738,14 @@ def minimize_max(
         ``"group_dro"``.
     x0: starting point (default zeros). steps: iteration budget. tol: stopping tolerance on
         the norm of the step direction (``grad F_tau`` for softmax, ``grad mean L`` for
-        average). stochastic / batch_size / seed: minibatch oracle. callback:
+        average); for auto the relative accuracy: ``success`` iff ``certificate <= tol *
+        |F(x)| + atol``. stochastic / batch_size / seed: minibatch oracle. callback:
         ``callback(Iterate) -> bool``; ``True`` stops. mu, smoothness: override the
         problem's constants.
-    options: method-specific: ``temperature``, ``step_size`` (softmax); ``schedule``,
-        ``radius``, ``step_size`` (subgradient); ``step_size`` (average); ``step_size``,
-        ``weight_step_size`` (group_dro).
+    options: method-specific: ``algorithm``, ``atol`` (auto); ``temperature``,
+        ``step_size``, ``line_search``, ``final_temperature``, ``temperature_decay``
+        (softmax); ``schedule``, ``radius``, ``step_size`` (subgradient); ``step_size``
+        (average); ``step_size``, ``weight_step_size`` (group_dro).
     """
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")

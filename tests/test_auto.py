@@ -182,6 +182,12 @@ def test_without_mu_there_is_no_certificate() -> None:
     # passing mu gives the certificate
     res = mc.minimize_max(FirstOrderOnly(inner, mu=None, smoothness=inner.smoothness), mu=inner.mu)
     assert res.success
+    # the interior point on non-quadratic tasks needs mu as well
+    logistic = problem("logistic-4x3")
+    res = mc.minimize_max(logistic, mu=0.0)
+    assert res.info["algorithm"] == "interior_point"
+    assert not res.success and res.status == 5 and res.certificate is None
+    assert abs(res.fun - optimum("logistic-4x3")) <= 1e-7 * abs(res.fun)
 
 
 def test_history_callback_and_budget() -> None:
