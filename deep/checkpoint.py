@@ -9,7 +9,9 @@ file                           contents
 ``optimizer.pt``               ``optimizer.state_dict()`` (loaded with ``weights_only=True``)
 ``state.safetensors``          every other tensor: rule and estimator state, running sums,
                                history, per-rank torch RNG states
-``meta.json``                  step, data position, configuration, Python/numpy RNG
+``meta.json``                  step, data position, configuration (including the
+                               learning-rate schedule, a pure function of the step, so
+                               the step is the scheduler's whole state), Python/numpy RNG
                                states, and the SHA-256 of the three files above
 ============================  ==================================================
 

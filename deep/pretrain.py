@@ -519,8 +519,9 @@ def pretrain(
             the newest in ``checkpoint_dir``. On CPU the resumed run is bit-for-bit the
             uninterrupted one.
         log_dir, log_every, tensorboard, progress: ``log.jsonl`` (one line per ``log_every``
-            steps), ``mean_weights.json`` and ``config.json`` in ``log_dir``; TensorBoard
-            events if asked (needs the ``tensorboard`` package); a tqdm bar on rank 0.
+            steps), ``config.json`` and ``mean_weights.json`` (also in ``checkpoint_dir``) in
+            ``log_dir``; TensorBoard events if asked (needs the ``tensorboard`` package); a
+            tqdm bar on rank 0.
         on_nonfinite: ``"raise"`` stops with the step and the task named; ``"skip"`` drops the
             step (no update, counted in ``skipped_steps``).
         check_every: read the finiteness and task-id checks back every this many steps
@@ -1063,18 +1064,17 @@ def _train(
     if bar is not None:
         bar.close()
     mean_weights = (running.weight_sum / max(running.applied_steps, 1)).cpu().numpy()
-    if ctx.is_main and log_dir is not None:
-        write_json_atomic(
-            log_dir / "mean_weights.json",
-            {
-                "task_names": names,
-                "mean_weights": mean_weights,
-                "applied_steps": running.applied_steps,
-                "skipped_steps": skipped,
-                "rule": rule.name,
-                "rule_params": dict(rule.params),
-            },
-        )
+    summary = {
+        "task_names": names,
+        "mean_weights": mean_weights,
+        "applied_steps": running.applied_steps,
+        "skipped_steps": skipped,
+        "rule": rule.name,
+        "rule_params": dict(rule.params),
+    }
+    for folder in (log_dir, checkpoint_dir):  # the time-averaged weights, as JSON
+        if ctx.is_main and folder is not None:
+            write_json_atomic(folder / "mean_weights.json", summary)
     if log is not None:
         log.close()
     if writer is not None:
