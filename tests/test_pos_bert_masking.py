@@ -194,7 +194,9 @@ def test_task_loss_runs_the_head_on_masked_positions_only(tiny_model):
     assert hist["task_losses"].shape == (2, 9) and hist["call"].tolist() == [1, 2]
     counts = np.bincount(batch["pos_task"].numpy(), minlength=9)
     assert hist["counts"][0].tolist() == counts.tolist()
-    expected = [float(losses[batch["pos_task"] == t].mean()) for t in range(9) if counts[t]]
+    expected = [
+        float(losses.detach()[batch["pos_task"] == t].mean()) for t in range(9) if counts[t]
+    ]
     np.testing.assert_allclose(hist["task_losses"][0][counts > 0], expected, rtol=1e-5)
     assert np.all(np.isnan(hist["task_losses"][0][counts == 0]))
 
