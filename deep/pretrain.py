@@ -601,19 +601,12 @@ def pretrain(
             raise ValueError(
                 "on_nonfinite='skip' needs check_every=1 (each step is checked before its update)"
             )
-        return _train(
-            ctx=ctx,
-            model=model,
-            batches=batches,
+        options = _Options(
             num_tasks=num_tasks,
-            task_loss=task_loss,
-            rule=rule,
-            estimator=estimator,
             steps=steps,
-            optimizer=optimizer,
             peak_lr=peak_lr,
             weight_decay=weight_decay,
-            betas=betas,
+            betas=(float(betas[0]), float(betas[1])),
             warmup_steps=warmup_steps,
             schedule=schedule,
             min_lr_ratio=min_lr_ratio,
@@ -632,12 +625,45 @@ def pretrain(
             progress=progress,
             on_nonfinite=on_nonfinite,
             check_every=check_every,
-            names=names,
+            names=tuple(names),
             ignore_index=ignore_index,
             ddp_options=dict(ddp_options or {}),
         )
+        return _train(ctx, model, batches, task_loss, rule, estimator, optimizer, options)
     finally:
         ctx.close()
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The validated options of :func:`pretrain` (see its docstring)."""
+
+    num_tasks: int
+    steps: int
+    peak_lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    warmup_steps: int
+    schedule: Schedule
+    min_lr_ratio: float
+    grad_clip: float | None
+    accumulation_steps: int
+    precision: str
+    compile: bool | Mapping[str, Any]
+    seed: int | None
+    checkpoint_dir: Path | None
+    checkpoint_every: int | None
+    keep_checkpoints: int | None
+    resume: Any
+    log_dir: Path | None
+    log_every: int
+    tensorboard: bool
+    progress: bool
+    on_nonfinite: str
+    check_every: int
+    names: tuple[str, ...]
+    ignore_index: int
+    ddp_options: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -685,47 +711,36 @@ def _check_resume(meta: Mapping[str, Any], config: _RunConfig, path: Path) -> No
 
 
 def _train(
-    *,
     ctx: Context,
     model: nn.Module,
     batches: Any,
-    num_tasks: int,
     task_loss: TaskLoss,
     rule: WeightRule,
     estimator: LossEstimator,
-    steps: int,
     optimizer: Any,
-    peak_lr: float,
-    weight_decay: float,
-    betas: tuple[float, float],
-    warmup_steps: int,
-    schedule: Schedule,
-    min_lr_ratio: float,
-    grad_clip: float | None,
-    accumulation_steps: int,
-    precision: str,
-    compile: bool | Mapping[str, Any],
-    seed: int | None,
-    checkpoint_dir: Path | None,
-    checkpoint_every: int | None,
-    keep_checkpoints: int | None,
-    resume: Any,
-    log_dir: Path | None,
-    log_every: int,
-    tensorboard: bool,
-    progress: bool,
-    on_nonfinite: str,
-    check_every: int,
-    names: list[str],
-    ignore_index: int,
-    ddp_options: dict[str, Any],
+    options: _Options,
 ) -> PretrainResult:
-    device, M, K = ctx.device, num_tasks, accumulation_steps
-    autocast_dtype = _precision(precision, device)
+    o = options
+    num_tasks, steps, K = o.num_tasks, o.steps, o.accumulation_steps
+    warmup_steps, schedule, min_lr_ratio, grad_clip = (
+        o.warmup_steps,
+        o.schedule,
+        o.min_lr_ratio,
+        o.grad_clip,
+    )
+    checkpoint_dir, checkpoint_every, log_dir, log_every = (
+        o.checkpoint_dir,
+        o.checkpoint_every,
+        o.log_dir,
+        o.log_every,
+    )
+    check_every, on_nonfinite, names, seed = o.check_every, o.on_nonfinite, list(o.names), o.seed
+    device, M = ctx.device, num_tasks
+    autocast_dtype = _precision(o.precision, device)
     raw_model = model.to(device)
     raw_model.train()
     if optimizer is None:
-        opt = _default_optimizer(raw_model, peak_lr, weight_decay, betas, device)
+        opt = _default_optimizer(raw_model, o.peak_lr, o.weight_decay, o.betas, device)
     elif isinstance(optimizer, torch.optim.Optimizer):
         opt = optimizer
     elif callable(optimizer):
@@ -747,7 +762,7 @@ def _train(
         estimator=estimator.name,
         estimator_params=dict(estimator.params),
         base_lrs=base_lrs,
-        weight_decay=weight_decay,
+        weight_decay=o.weight_decay,
         warmup_steps=warmup_steps,
         schedule=schedule if isinstance(schedule, str) else "callable",
         min_lr_ratio=min_lr_ratio,
@@ -757,7 +772,7 @@ def _train(
         precision="bf16" if autocast_dtype is not None else "fp32",
         seed=seed,
         on_nonfinite=on_nonfinite,
-        ignore_index=ignore_index,
+        ignore_index=o.ignore_index,
         task_names=names,
     )
 
@@ -769,8 +784,8 @@ def _train(
     step, skipped, position, last_log_step = 0, 0, 0, 0
     immediate = check_every == 1
     loaded: ckpt.Checkpoint | None = None
-    if resume is not None and resume is not False:
-        source = checkpoint_dir if resume is True else Path(resume)
+    if o.resume is not None and o.resume is not False:
+        source = checkpoint_dir if o.resume is True else Path(o.resume)
         assert source is not None
         loaded = ckpt.load_checkpoint(source)
         _check_resume(loaded.meta, config, loaded.path)
@@ -804,13 +819,15 @@ def _train(
         last_log_step = int(loaded.meta["last_log_step"])
 
     train_model: nn.Module = raw_model
-    if compile:
-        train_model = torch.compile(raw_model, **(compile if isinstance(compile, Mapping) else {}))
+    if o.compile:
+        train_model = torch.compile(
+            raw_model, **(o.compile if isinstance(o.compile, Mapping) else {})
+        )
     if ctx.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [device.index] if device.type == "cuda" else None
-        train_model = DDP(train_model, device_ids=ids, **ddp_options)
+        train_model = DDP(train_model, device_ids=ids, **o.ddp_options)
     params = [p for group in opt.param_groups for p in group["params"]]
 
     # ---- outputs
@@ -821,10 +838,10 @@ def _train(
             log_dir / "log.jsonl", keep_through_step=step if loaded is not None else None
         )
         write_json_atomic(log_dir / "config.json", asdict(config))
-        if tensorboard:
+        if o.tensorboard:
             writer = tensorboard_writer(log_dir)
     bar: Any = None
-    if ctx.is_main and progress:
+    if ctx.is_main and o.progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
@@ -876,7 +893,7 @@ def _train(
                 optimizer_state=opt.state_dict(),
                 tensors=tensors,
                 meta=meta,
-                keep=keep_checkpoints,
+                keep=o.keep_checkpoints,
             )
             last_checkpoint = path
         ctx.barrier()
@@ -921,7 +938,7 @@ def _train(
                     with autocast():
                         values, ids = _call_task_loss(task_loss, train_model, batch, step + 1)
                     local_sums, local_counts, invalid = task_sums(
-                        values, ids, M, ignore_index=ignore_index
+                        values, ids, M, ignore_index=o.ignore_index
                     )
                     # one all-reduce: per-task sums and counts, invalid ids, stop requests
                     asked = stops is not None and stops.signum is not None
