@@ -6,19 +6,23 @@ Two algorithms, chosen by what the problem offers (:func:`solve`):
 or any problem with ``hessians(x) -> (M, d, d)``)
     A primal-dual interior-point method on the epigraph form ``min t  s.t.  L_i(x) <= t``
     with Mehrotra's predictor-corrector. Slacks ``s = t - L(x) > 0`` and multipliers
-    ``lam > 0``; the Newton system for ``lam * s = sigma mu_c`` and stationarity, with
-    ``dlam`` and ``ds`` eliminated, is the ``(d+1) x (d+1)`` positive-definite system
+    ``lam > 0``; the Newton system for stationarity (``sum_i lam_i grad L_i = 0``,
+    ``sum_i lam_i = 1``) and centrality ``lam * s = sigma mu_c``, with ``ds = dt - G dx``
+    and ``dlam`` eliminated, is the ``(d+1) x (d+1)`` positive-definite system
 
     ``[[H + G' D G, -G' D 1], [-1' D G, 1' D 1]] [dx; dt] = rhs``,
     ``H = sum_i lam_i hess L_i``, ``D = diag(lam / s)``, ``G`` the Jacobian,
 
-    solved by one Cholesky factorisation (two solves: predictor and corrector). For
-    quadratic tasks the step length is exact: along ``dx`` each slack is the concave
-    quadratic ``s_i(a) = s_i + a ds_i - a^2 q_i/2`` with ``q_i = dx' A_i dx``, so the largest
-    step that keeps ``s_i(a) >= (1 - tau) s_i`` is a closed-form root, and the losses and
-    gradients at the new point follow from ``A_i dx`` without another evaluation. One
-    iteration costs two passes over the stack of Hessians (``sum_i lam_i A_i`` and
-    ``A_i dx``) plus one Cholesky. For other tasks the step backtracks on evaluations.
+    solved by one Cholesky factorisation (two solves: predictor and corrector). The step
+    keeps a fraction of ``lam`` and of the linearised slacks, then backtracks on the
+    squared KKT residual, whose slack part ``L(x + a dx) - (t + a dt) - (s + a ds)`` is the
+    curvature the linearisation missed (``a^2 dx' A_i dx / 2`` for quadratic tasks): far from
+    the solution a full Newton step would trade the whole gain for infeasibility. After the
+    step ``t`` is raised until ``s = t - L(x)`` is at least its linear prediction (slacks
+    never shrink below it). For quadratic tasks every trial step is exact and free: the
+    losses and gradients along ``dx`` follow from ``A_i dx``, so one iteration costs two
+    passes over the stack of Hessians (``sum_i lam_i A_i`` and ``A_i dx``) plus one
+    Cholesky; for other tasks each trial evaluates the losses.
 
 ``"gradient_mapping"`` (tasks that give only ``losses`` and ``jacobian``)
     Nesterov's accelerated gradient method for max-type functions (Nesterov 2004,
@@ -375,21 +379,6 @@ def _fraction_to_boundary(value: Float, change: Float, fraction: float) -> float
     return float(np.min(fraction * value[neg] / -change[neg]))
 
 
-def _quadratic_slack_step(slack: Float, change: Float, curvature: Float, fraction: float) -> float:
-    """Largest ``a`` with ``s + a ds - a^2 q/2 >= (1 - fraction) s`` for ``q >= 0``.
-
-    The positive root of ``q a^2/2 - ds a - fraction s = 0`` written without cancellation:
-    ``a = 2 fraction s / (-ds + sqrt(ds^2 + 2 q fraction s))`` (infinite when ``q = 0`` and
-    ``ds >= 0``).
-    """
-    q = np.maximum(curvature, 0.0)
-    denom = -change + np.sqrt(change * change + 2.0 * q * fraction * slack)
-    pos = denom > 0
-    if not np.any(pos):
-        return math.inf
-    return float(np.min(2.0 * fraction * slack[pos] / denom[pos]))
-
-
 def _newton_matrix(hess: Float, jac: Float, scaling: Float) -> Float:
     """``[[H + G'DG, -G'D1], [-1'DG, 1'D1]]`` for ``D = diag(scaling)``."""
     d = jac.shape[1]
@@ -489,12 +478,11 @@ def interior_point(
             break
         grad_x = lam @ jac
         grad_t = 1.0 - total
-        primal = values - t + slack  # residual of L_i(x) - t + s_i = 0
         duality = float(lam @ slack) / m
 
         def solve(r: Float) -> tuple[Float, float, Float, Float]:
-            """Newton step for ``lam * s = -r`` residual ``r`` (see the module docstring)."""
-            ratio = (r + lam * primal) / slack  # noqa: B023
+            """Newton step with ``lam ds + s dlam = r`` (``r``: the centrality residual)."""
+            ratio = r / slack  # noqa: B023
             rhs = np.concatenate([-grad_x - ratio @ jac, [-grad_t + float(ratio.sum())]])  # noqa: B023
             dz = scipy.linalg.cho_solve(factor, rhs, check_finite=False)  # noqa: B023
             dx, dt = dz[:-1], float(dz[-1])
