@@ -428,8 +428,9 @@ def _call_task_loss(
 
 
 def _fault_message(
-    code: int, step: int, task: int, names: Sequence[str], sums: torch.Tensor, counts: torch.Tensor
+    code: int, step: int, task: int, names: Sequence[str], means: Sequence[float] | None
 ) -> str:
+    """The error for a fault; ``means`` are the step's per-task means when known."""
     if code == _FAULT_IDS:
         return (
             f"task_loss returned task ids outside [0, num_tasks) = [0, {len(names)}) at step "
@@ -437,13 +438,14 @@ def _fault_message(
         )
     if code == _FAULT_EMPTY:
         return f"empty batch at step {step}: every item has task id ignore_index (no task present)"
-    means = (sums / counts.clamp_min(1)).tolist()
-    bad = [f"{names[i]} ({means[i]})" for i in range(len(names)) if not math.isfinite(means[i])]
     label = names[task] if 0 <= task < len(names) else str(task)
+    detail = "has a NaN or Inf mean loss"
+    if means is not None:
+        bad = [f"{names[i]} = {m}" for i, m in enumerate(means) if not math.isfinite(m)]
+        detail = f"has mean loss {means[task]} (non-finite: {', '.join(bad)})"
     return (
-        f"non-finite loss at step {step}: task {task} ({label}) has mean loss "
-        f"{means[task] if 0 <= task < len(means) else 'nan'}; non-finite tasks: {', '.join(bad)}. "
-        "Lower the learning rate, check the data, or pass on_nonfinite='skip'"
+        f"non-finite loss at step {step}: task {task} ({label}) {detail}. Lower the learning "
+        "rate, check the data, or pass on_nonfinite='skip'"
     )
 
 
@@ -847,11 +849,11 @@ def _train(
         bar = tqdm(total=steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
     last_checkpoint = loaded.path if loaded is not None else None
 
-    def check_faults(fault: Sequence[int], sums: torch.Tensor, counts: torch.Tensor) -> None:
+    def check_faults(fault: Sequence[float], means: Sequence[float] | None = None) -> None:
         first_step, code, task = (int(v) for v in fault)
         if first_step < 0 or code == 0:
             return
-        message = _fault_message(code, first_step, task, names, sums, counts)
+        message = _fault_message(code, first_step, task, names, means)
         if code == _FAULT_NONFINITE:
             raise FloatingPointError(message)
         raise ValueError(message)
@@ -859,7 +861,7 @@ def _train(
     def save(at_step: int) -> Path | None:
         """Collective: every rank's RNG state goes to rank 0, which writes the checkpoint."""
         nonlocal last_checkpoint
-        check_faults(running.fault.tolist(), running.interval_sums, running.interval_counts)
+        check_faults(running.fault.tolist())
         rngs = ctx.gather_to_main(_rng_state(device))
         path = None
         if ctx.is_main and checkpoint_dir is not None:
@@ -961,7 +963,10 @@ def _train(
                             skip_step = True
                             opt.zero_grad(set_to_none=True)
                             continue
-                        check_faults([step + 1, code, task], g_sums, g_counts)
+                        if code:
+                            sums, counts = host[:M], host[M : 2 * M]
+                            seen = [v / max(n, 1.0) for v, n in zip(sums, counts, strict=True)]
+                            check_faults([step + 1, code, task], seen)
                     else:  # remember the first fault on the device; read it at the next check
                         running = running._replace(
                             fault=_record_fault(running.fault, stats, M, step + 1),
@@ -1027,7 +1032,7 @@ def _train(
                         running.fault.to(acc),
                     ]
                 ).tolist()
-                check_faults(packed[3 * M + 3 :], running.interval_sums, running.interval_counts)
+                check_faults(packed[3 * M + 3 :])
                 agreed_stop = agreed_stop or packed[3 * M + 2] > 0
             if logging_now:
                 now = time.perf_counter()
@@ -1075,7 +1080,7 @@ def _train(
 
     # ---- the end
     fault = running.fault.tolist()
-    check_faults(fault, running.interval_sums, running.interval_counts)
+    check_faults(fault)
     if checkpoint_dir is not None:
         save(step)
     if bar is not None:

@@ -10,8 +10,11 @@ model, data, AdamW, gradient clipping and learning-rate schedule:
 
 Each variant keeps its own model and runs in chunks of ``--steps`` optimizer steps; the
 chunks are interleaved (a, b, c, then b, c, a, ...) so that noise from other processes hits
-all variants alike. Steps per second count the training loop only (after each call's
-one-off set-up, which is reported separately). The ratios are medians of per-round ratios.
+all variants alike. A chunk's time includes its set-up (optimizer creation; for (b) and (c)
+everything ``deep.pretrain`` does before and after its loop), which only makes the ratios
+conservative. The ratios are medians of per-round ratios of wall-clock steps per second;
+the same ratios by this process's CPU time (which other processes cannot inflate) are
+reported beside them.
 """
 
 from __future__ import annotations
@@ -32,10 +35,10 @@ TARGET = 0.97
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--steps", type=int, default=None, help="steps per chunk (default 8, quick 4)"
+        "--steps", type=int, default=None, help="steps per chunk (default 6, quick 4)"
     )
     parser.add_argument(
-        "--rounds", type=int, default=None, help="timed rounds (default 7, quick 3)"
+        "--rounds", type=int, default=None, help="timed rounds (default 11, quick 3)"
     )
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per batch (default 8)")
     parser.add_argument(
@@ -90,22 +93,18 @@ def _batches(
     return out
 
 
-def _plain_chunk(
-    model: Any, batches: list[dict[str, Any]], steps: int, lr: float
-) -> tuple[float, float]:
-    """The hand-written loop (nanoGPT style). Returns (set-up seconds, loop seconds)."""
+def _plain_chunk(model: Any, batches: list[dict[str, Any]], steps: int, lr: float) -> None:
+    """The hand-written loop (nanoGPT style), optimizer creation included."""
     import torch
 
     import deep
 
-    t0 = time.perf_counter()
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
     )
     model.train()
-    t1 = time.perf_counter()
     for step in range(steps):
         factor = deep.lr_factor(
             step, steps=steps, warmup_steps=0, schedule="cosine", min_lr_ratio=0.1
@@ -122,24 +121,19 @@ def _plain_chunk(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    t2 = time.perf_counter()
-    return t1 - t0, t2 - t1
 
 
 def _deep_chunk(
     rule: Any, num_tasks: int
-) -> Callable[[Any, list[dict[str, Any]], int, float], tuple[float, float]]:
+) -> Callable[[Any, list[dict[str, Any]], int, float], None]:
     import deep
 
     def task_loss(model: Any, batch: dict[str, Any]) -> Any:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return deep.per_token_cross_entropy(logits, batch["labels"], batch["token_task"])
 
-    def chunk(
-        model: Any, batches: list[dict[str, Any]], steps: int, lr: float
-    ) -> tuple[float, float]:
-        t0 = time.perf_counter()
-        result = deep.pretrain(
+    def chunk(model: Any, batches: list[dict[str, Any]], steps: int, lr: float) -> None:
+        deep.pretrain(
             model,
             batches,
             num_tasks=num_tasks,
@@ -154,10 +148,23 @@ def _deep_chunk(
             seed=None,
             device="cpu",
         )
-        total = time.perf_counter() - t0
-        return total - result.wall_seconds, result.wall_seconds
 
     return chunk
+
+
+def _timed(fn: Callable[[], None]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of ``fn()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _ratios(rates: dict[str, np.ndarray]) -> dict[str, float]:
+    """Median over rounds of (steps/s of a variant) / (steps/s of plain in the same round)."""
+    return {
+        f"{name}_vs_plain": float(np.median(rates[name] / rates["plain"]))
+        for name in ("uniform", "softmax")
+    }
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -165,8 +172,8 @@ def run(args: argparse.Namespace) -> Report:
 
     import minimax_core as mc
 
-    steps = _positive("steps", args.steps or (4 if args.quick else 8))
-    rounds = _positive("rounds", args.rounds or (3 if args.quick else 7))
+    steps = _positive("steps", args.steps or (4 if args.quick else 6))
+    rounds = _positive("rounds", args.rounds or (3 if args.quick else 11))
     batch_size = _positive("batch-size", args.batch_size)
     seq_len = _positive("seq-len", args.seq_len)
     num_tasks = _positive("num-tasks", args.num_tasks)
@@ -179,44 +186,49 @@ def run(args: argparse.Namespace) -> Report:
         "softmax": _deep_chunk(mc.weights.softmax(args.temperature), num_tasks),
     }
     models = {name: _model(vocab, seq_len, seed=0) for name in VARIANTS}
-    loop_s: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    setup_s: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    wall: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
     with single_threaded():
         torch.set_num_threads(threads)
-        for name in VARIANTS:  # warm-up round, not timed
+        for name in VARIANTS:  # warm-up, not timed
             runners[name](models[name], batches, 2, lr)
         for r in range(rounds):
             order = VARIANTS[r % 3 :] + VARIANTS[: r % 3]
             for name in order:
-                setup, loop = runners[name](models[name], batches, steps, lr)
-                setup_s[name].append(setup)
-                loop_s[name].append(loop)
-                print(f"round {r + 1}/{rounds} {name:8s} {steps / loop:7.3f} steps/s", flush=True)
-    rates = {name: steps / np.asarray(loop_s[name]) for name in VARIANTS}
-    ratios = {
-        f"{name}_vs_plain": float(np.median(rates[name] / rates["plain"]))
-        for name in ("uniform", "softmax")
-    }
-    pooled = {
-        f"{name}_vs_plain": float(np.median(rates[name]) / np.median(rates["plain"]))
+                w, c = _timed(lambda name=name: runners[name](models[name], batches, steps, lr))
+                wall[name].append(w)
+                cpu[name].append(c)
+                print(f"round {r + 1}/{rounds} {name:8s} {steps / w:7.3f} steps/s", flush=True)
+    rates = {name: steps / np.asarray(wall[name]) for name in VARIANTS}
+    cpu_rates = {name: steps / np.asarray(cpu[name]) for name in VARIANTS}
+    ratios, cpu_ratios = _ratios(rates), _ratios(cpu_rates)
+    best = {
+        f"{name}_vs_plain": float(rates[name].max() / rates["plain"].max())
         for name in ("uniform", "softmax")
     }
     for key, value in ratios.items():
         print(
-            f"{key}: {value:.4f} (median of per-round ratios; target softmax_vs_plain >= {TARGET})"
+            f"{key}: {value:.4f} wall (median of per-round ratios), {cpu_ratios[key]:.4f} "
+            f"CPU time, {best[key]:.4f} best vs best; target softmax_vs_plain >= {TARGET}"
         )
 
     out = args.out
     payload = {
         "experiment": "deep-overhead",
         "ratios": ratios,
-        "ratios_of_medians": pooled,
+        "ratios_cpu_time": cpu_ratios,
+        "ratios_best_of_rounds": best,
         "target": {"softmax_vs_plain": TARGET},
         "meets_target": ratios["softmax_vs_plain"] >= TARGET,
         "steps_per_second": {name: rates[name] for name in VARIANTS},
         "median_steps_per_second": {name: float(np.median(rates[name])) for name in VARIANTS},
-        "loop_seconds": loop_s,
-        "setup_seconds": setup_s,
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "method": (
+            "each variant keeps its own model; chunks of steps_per_chunk steps (optimizer "
+            "creation and deep.pretrain's set-up included) run interleaved with a rotating "
+            "order; ratio = median over rounds of the per-round ratio of steps per second"
+        ),
         "config": {
             "model": "BertForMaskedLM hidden 128, 2 layers, 2 heads, intermediate 512, vocab 4000",
             "batch_size": batch_size,
@@ -239,7 +251,8 @@ def run(args: argparse.Namespace) -> Report:
         f"`deep.pretrain` with `uniform()` and with `softmax({args.temperature:g})`, "
         f"{rounds} interleaved rounds of {steps} steps. Median per-round ratios: "
         f"uniform/plain = {ratios['uniform_vs_plain']:.3f}, softmax/plain = "
-        f"{ratios['softmax_vs_plain']:.3f} (target >= {TARGET}).\n"
+        f"{ratios['softmax_vs_plain']:.3f} (target >= {TARGET}; by CPU time "
+        f"{cpu_ratios['uniform_vs_plain']:.3f} and {cpu_ratios['softmax_vs_plain']:.3f}).\n"
     )
     return Report(
         json_path=json_path,
