@@ -86,6 +86,24 @@ def test_nan_found_late_still_names_its_step_and_writes_no_checkpoint(tmp_path: 
     assert deep.checkpoint.list_checkpoints(tmp_path) == []
 
 
+@pytest.mark.parametrize("check_every", [1, 2])
+def test_a_fault_leaves_earlier_checkpoints_intact(tmp_path: Path, check_every: int) -> None:
+    with pytest.raises(FloatingPointError, match="non-finite loss at step 3"):
+        _run(
+            task_loss=_nan_at(3, 0),
+            checkpoint_dir=tmp_path,
+            checkpoint_every=1,
+            keep_checkpoints=None,
+            check_every=check_every,
+            log_every=check_every,
+        )
+    names = [p.name for p in deep.checkpoint.list_checkpoints(tmp_path)]
+    assert names == ["step_00000001", "step_00000002"]
+    assert deep.load_checkpoint(tmp_path).step == 2  # hashes verified
+    resumed = _run(resume=tmp_path / "step_00000002")  # and it resumes
+    assert resumed.steps == 4
+
+
 def test_skip_drops_the_step_and_counts_it() -> None:
     """Skipping step 2 (NaN) of [d0, d0, d1, d2] equals a clean run on [d0, d1, d2]."""
     data = _batches(3)
