@@ -4,7 +4,7 @@
     PYTHONPATH=. python3 gpu/mae_large.py --smoke --out OUT  # tiny CPU check of this script
 
 64x64 procedural scenes (RGB, depth, semantic), 8x8 patches (64 per modality, 192 tokens,
-75% hidden), a ViT encoder of width 256 and depth 6 with per-modality decoders; minimax
+75% hidden, modality shares from Dirichlet(1) as in MultiMAE), a ViT encoder of width 256 and depth 6 with per-modality decoders; minimax
 (``softmax(0.5)``) vs average (``uniform()``) pre-training over the three modality tasks
 with ``deep.pretrain`` (bf16 autocast on CUDA), 3 seeds; then, from RGB only, a linear
 probe and fine-tuning for classification and fine-tuning for segmentation and depth, with
@@ -97,7 +97,9 @@ def _time_steps(cfg, scenes, device) -> tuple[float, float]:  # type: ignore[no-
 
     norm = Normalisation.from_data(scenes.rgb[:512], scenes.depth[:512])
     model = MultiModalMAE(cfg.model_config(scenes.num_classes, norm))
-    batches = SceneBatches(scenes, cfg.batch_size, cfg.mask_ratio, cfg.patch_size, seed=99)
+    batches = SceneBatches(
+        scenes, cfg.batch_size, cfg.mask_ratio, cfg.patch_size, 99, cfg.mask_alpha
+    )
 
     def pretrain(steps: int) -> float:
         sync()

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import deep
-from deep.mae.masking import num_visible, random_mask
+from deep.mae.masking import modality_counts, num_visible, random_mask
 from deep.mae.model import (
     MODALITIES,
     MAEConfig,
@@ -92,6 +92,50 @@ def test_random_mask_is_uniform_across_modalities():
         random_mask(3, 10, 0.5, np.random.default_rng(1)),
         random_mask(3, 10, 0.5, np.random.default_rng(1)),
     )
+
+
+def test_modality_counts_by_hand():
+    shares = np.array([[0.5, 0.3, 0.2], [0.9, 0.1, 0.0], [1.0, 0.0, 0.0]])
+    # 10 visible: exact 5/3/2; 9/1/0 and 10/0/0 overflow the cap of 6: the excess goes to
+    # the modality with the most room (ties: the first)
+    counts = modality_counts(shares, 10, 6)
+    np.testing.assert_array_equal(counts, [[5, 3, 2], [6, 1, 3], [6, 4, 0]])
+    # largest remainder: 7 * (0.5, 0.3, 0.2) = 3.5, 2.1, 1.4 -> 4, 2, 1
+    np.testing.assert_array_equal(modality_counts(shares[:1], 7, 6), [[4, 2, 1]])
+    with pytest.raises(ValueError, match="visible"):
+        modality_counts(shares, 19, 6)
+
+
+@given(
+    batch=st.integers(1, 6),
+    patches=st.integers(1, 20),
+    ratio=st.floats(0.05, 0.95),
+    alpha=st.floats(0.05, 5.0),
+    seed=st.integers(0, 2**31),
+)
+def test_dirichlet_mask_counts(batch, patches, ratio, alpha, seed):
+    tokens = 3 * patches
+    hidden = round(ratio * tokens)
+    if not 1 <= hidden <= tokens - 1:
+        return
+    mask = random_mask(batch, tokens, ratio, np.random.default_rng(seed), 3, alpha)
+    np.testing.assert_array_equal(mask.sum(axis=1), hidden)
+
+
+def test_dirichlet_mask_varies_the_modality_mix():
+    """With alpha = 0.2 many samples see (almost) one modality; uniform masking never does;
+    over many samples every modality is hidden equally often."""
+    rng = np.random.default_rng(0)
+    dirichlet = ~random_mask(2000, 3 * 16, 0.75, rng, 3, 0.2)
+    uniform = ~random_mask(2000, 3 * 16, 0.75, rng)
+    share = lambda vis: vis.reshape(-1, 3, 16).sum(2).max(1) / 12  # noqa: E731
+    assert (share(dirichlet) >= 0.9).mean() > 0.3
+    assert (share(uniform) >= 0.9).mean() < 0.01
+    np.testing.assert_allclose(dirichlet.reshape(-1, 3, 16).mean(axis=(0, 2)), 0.25, atol=0.02)
+    with pytest.raises(ValueError, match="alpha"):
+        random_mask(2, 48, 0.75, rng, 3, 0.0)
+    with pytest.raises(ValueError, match="num_modalities"):
+        random_mask(2, 48, 0.75, rng, 5, 1.0)
 
 
 @pytest.mark.parametrize("ratio", [0.0, 1.0, -0.5, 1.5])

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(
     image=16, patch_size=8, dim=16, depth=1, heads=2, decoder_dim=16,
     num_pretrain=48, num_train=24, num_test=24,
-    pretrain_steps=3, batch_size=16, finetune_steps=2, seeds=(0, 1, 2),
+    pretrain_steps=3, batch_size=16, finetune_steps=2, dense_finetune=False, seeds=(0, 1, 2),
 )  # fmt: skip
 
 

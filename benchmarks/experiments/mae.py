@@ -25,18 +25,21 @@ from ..common import Experiment, Report, write_json
 PRESETS: dict[str, dict[str, Any]] = {
     "demo": dict(
         image=32, patch_size=8, dim=48, depth=2, heads=4, decoder_dim=48,
-        num_pretrain=768, num_train=256, num_test=256,
-        pretrain_steps=90, batch_size=32, finetune_steps=40, seeds=(0, 1, 2),
+        num_pretrain=768, num_train=384, num_test=256,
+        pretrain_steps=100, batch_size=32, finetune_steps=40, dense_finetune=False,
+        seeds=(0, 1, 2),
     ),
     "quick": dict(
-        image=32, patch_size=8, dim=64, depth=3, heads=4, decoder_dim=64,
-        num_pretrain=3072, num_train=768, num_test=512,
-        pretrain_steps=500, batch_size=64, finetune_steps=150, seeds=(0, 1, 2),
+        image=32, patch_size=4, dim=64, depth=3, heads=4, decoder_dim=64,
+        num_pretrain=2048, num_train=1024, num_test=512,
+        pretrain_steps=400, batch_size=64, finetune_steps=150, dense_finetune=False,
+        seeds=(0, 1, 2),
     ),
     "full": dict(
         image=32, patch_size=4, dim=128, depth=4, heads=4, decoder_dim=64,
         num_pretrain=8192, num_train=2048, num_test=1024,
-        pretrain_steps=3000, batch_size=128, finetune_steps=600, seeds=(0, 1, 2),
+        pretrain_steps=3000, batch_size=128, finetune_steps=600, dense_finetune=True,
+        seeds=(0, 1, 2),
     ),
 }  # fmt: skip
 
@@ -91,6 +94,7 @@ def preset_config(name: str, **overrides: Any) -> Any:
         temperature=p.get("temperature", 0.5),
         seeds=tuple(p["seeds"]),
         finetune=FinetuneConfig(steps=p["finetune_steps"], batch_size=min(64, p["num_train"])),
+        dense_finetune=p.get("dense_finetune", True),
         device=p.get("device"),
     )
 
@@ -217,8 +221,14 @@ def run(args: argparse.Namespace) -> Report:
         "cross-entropy):\n\n| method | rgb | depth | semantic |\n|---|---|---|---|\n"
         + held
         + "\n\n![per-modality losses](mae_losses.png)\n\n![reconstructions](mae_recon.png)\n\n"
-        f"{preset} preset: {cfg.pretrain_steps} pre-training steps of {cfg.batch_size} scenes, "
-        f"{cfg.finetune.steps} fine-tuning steps per task; {seconds:.0f} s.\n"
+        f"{preset} preset: {cfg.pretrain_steps} pre-training steps of {cfg.batch_size} scenes; "
+        f"classification fine-tuned for {cfg.finetune.steps} steps; segmentation and depth "
+        + (
+            f"fine-tuned for {cfg.finetune.steps} steps"
+            if cfg.dense_finetune
+            else f"as linear probes of the frozen patch tokens ({cfg.dense_probe_steps} steps)"
+        )
+        + f"; {seconds:.0f} s.\n"
     )
     headline = {f"{m}_{k}": mm[m].mean[k] for m in mm for k in (summary.avg_key, summary.wg_key)}
     headline["tasks"] = list(DOWNSTREAM_TASKS)

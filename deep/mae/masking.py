@@ -1,16 +1,21 @@
 """Random masking across modalities.
 
-Of the ``T = M * P`` tokens of a sample (``M`` modalities, ``P`` patches each), a uniformly
-random subset of ``T - round(mask_ratio * T)`` stays visible, chosen independently per
-sample and without regard to modality, so a sample may see one modality mostly and
-another hardly at all: the encoder must predict each modality from the others.
+A sample has ``T = M * P`` tokens (``M`` modalities of ``P`` patches); ``V = T -
+round(mask_ratio * T)`` of them stay visible, the same number in every sample.
+
+- ``alpha=None``: a uniformly random subset of ``V`` tokens, without regard to modality.
+- ``alpha > 0`` (MultiMAE's sampling): per sample, modality shares ``pi ~ Dirichlet(alpha)``
+  split the ``V`` visible tokens between modalities (``V * pi`` rounded by largest
+  remainder, at most ``P`` each), then a uniformly random subset inside each modality.
+  Small ``alpha`` often shows one modality almost alone, so the encoder must predict the
+  others from it (from RGB alone, as downstream tasks will ask).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["num_visible", "random_mask"]
+__all__ = ["modality_counts", "num_visible", "random_mask"]
 
 
 def num_visible(num_tokens: int, mask_ratio: float) -> int:
@@ -33,21 +38,64 @@ def num_visible(num_tokens: int, mask_ratio: float) -> int:
     return num_tokens - hidden
 
 
+def modality_counts(shares: np.ndarray, visible: int, per_modality: int) -> np.ndarray:
+    """Split ``visible`` tokens by ``shares`` ``(B, M)`` (rows on the simplex): integer
+    counts ``(B, M)`` summing to ``visible``, each in ``[0, per_modality]``, by largest
+    remainder; a count over ``per_modality`` passes its excess to the modalities with room
+    (most room first)."""
+    m = shares.shape[1]
+    if not 0 <= visible <= m * per_modality:
+        raise ValueError(f"visible must be in [0, {m * per_modality}], got {visible}")
+    exact = shares * visible
+    counts = np.floor(exact).astype(np.int64)
+    short = visible - counts.sum(axis=1)
+    order = np.argsort(-(exact - counts), axis=1, kind="stable")
+    bump = np.arange(m)[None, :] < short[:, None]
+    np.put_along_axis(counts, order, np.take_along_axis(counts, order, 1) + bump, axis=1)
+    for _ in range(m):
+        excess = np.maximum(counts - per_modality, 0).sum(axis=1)
+        if not excess.any():
+            break
+        counts = np.minimum(counts, per_modality)
+        room_order = np.argsort(-(per_modality - counts), axis=1, kind="stable")
+        room = np.take_along_axis(per_modality - counts, room_order, 1)
+        give = np.zeros_like(counts)
+        left = excess.copy()
+        for j in range(m):
+            g = np.minimum(room[:, j], left)
+            give[:, j] = g
+            left -= g
+        np.put_along_axis(counts, room_order, np.take_along_axis(counts, room_order, 1) + give, 1)
+    return counts
+
+
 def random_mask(
     batch_size: int,
     num_tokens: int,
     mask_ratio: float,
     rng: np.random.Generator,
+    num_modalities: int = 1,
+    alpha: float | None = None,
 ) -> np.ndarray:
     """Bool mask ``(batch_size, num_tokens)``, True = hidden, the same count in every row.
 
-    Each row hides a uniformly random subset (the first ``hidden`` entries of a random
-    permutation, drawn with ``rng.random`` + ``argsort``, vectorised over rows).
+    Tokens are ordered modality by modality (``num_tokens / num_modalities`` each).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     keep = num_visible(num_tokens, mask_ratio)
-    order = np.argsort(rng.random((batch_size, num_tokens)), axis=1)
-    mask = np.ones((batch_size, num_tokens), dtype=bool)
-    np.put_along_axis(mask, order[:, :keep], False, axis=1)
-    return mask
+    if alpha is None:
+        order = np.argsort(rng.random((batch_size, num_tokens)), axis=1)
+        mask = np.ones((batch_size, num_tokens), dtype=bool)
+        np.put_along_axis(mask, order[:, :keep], False, axis=1)
+        return mask
+    if not (isinstance(alpha, int | float) and not isinstance(alpha, bool) and alpha > 0):
+        raise ValueError(f"alpha must be None or a number > 0, got {alpha!r}")
+    m = num_modalities
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1 or num_tokens % m:
+        raise ValueError(f"num_modalities must be an integer >= 1 dividing {num_tokens}, got {m!r}")
+    p = num_tokens // m
+    shares = rng.dirichlet(np.full(m, float(alpha)), size=batch_size)
+    counts = modality_counts(shares, keep, p)  # (B, M)
+    rank = np.argsort(np.argsort(rng.random((batch_size, m, p)), axis=2), axis=2)
+    return (rank >= counts[:, :, None]).reshape(batch_size, num_tokens)

@@ -6,8 +6,11 @@ over the three modality tasks; ``average``: ``uniform()`` weights), a
 weights for both methods) is pre-trained with ``deep.pretrain`` on the same batches and
 masks; then its RGB encoder is evaluated on four downstream tasks from RGB only:
 ``cls_linear`` (linear-probe accuracy), ``cls_finetune`` (fine-tuned accuracy),
-``segmentation`` (mIoU) and ``depth`` (RMSE in metres; delta < 1.25 is reported too). A
-``scratch`` row (the same encoder at its random initialisation) is the baseline.
+``segmentation`` (mIoU) and ``depth`` (RMSE in metres; delta < 1.25 is reported too),
+fine-tuned (``dense_finetune=True``) or as linear probes of the frozen patch tokens (the
+small CPU presets, where a few hundred fine-tuning steps move a ViT too little to tell
+encoders apart). A ``scratch`` row (the same encoder at its random initialisation) is
+the baseline.
 
 Normalisation (so that tasks are comparable). Each task has an error ``e``: ``1 - acc``,
 ``1 - mIoU`` or the depth RMSE. With ``ebar_t`` the from-scratch error of task ``t``
@@ -81,9 +84,12 @@ class PipelineConfig:
     lr: float = 1e-3
     warmup_steps: int = 20
     mask_ratio: float = 0.75
+    mask_alpha: float | None = 1.0
     temperature: float = 0.5
     seeds: tuple[int, ...] = (0, 1, 2)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    dense_finetune: bool = True
+    dense_probe_steps: int = 300
     probe_l2: float = 1e-3
     device: str | None = None
     precision: str = "auto"
@@ -287,12 +293,19 @@ def _downstream(
         cls.test_label, n_labels, ft, seed,
     )  # fmt: skip
     out["cls_finetune_acc"] = res["acc"]
+    dense = (
+        ft
+        if cfg.dense_finetune
+        else replace(
+            ft, steps=cfg.dense_probe_steps, lr=3e-3, weight_decay=0.0, freeze_backbone=True
+        )
+    )
     res = finetune(
         backbone, "segmentation", train.rgb, train.semantic, test.rgb, test.semantic,
-        train.num_classes, ft, seed,
+        train.num_classes, dense, seed,
     )  # fmt: skip
     out["segmentation_miou"] = res["miou"]
-    res = finetune(backbone, "depth", train.rgb, train.depth, test.rgb, test.depth, 1, ft, seed)
+    res = finetune(backbone, "depth", train.rgb, train.depth, test.rgb, test.depth, 1, dense, seed)
     out["depth_rmse"], out["depth_delta1"] = res["rmse"], res["delta1"]
     return out
 
@@ -351,7 +364,9 @@ def run_pipeline(
             if name != "scratch":
                 result = deep.pretrain(
                     model,
-                    SceneBatches(pre, cfg.batch_size, cfg.mask_ratio, cfg.patch_size, seed),
+                    SceneBatches(
+                        pre, cfg.batch_size, cfg.mask_ratio, cfg.patch_size, seed, cfg.mask_alpha
+                    ),
                     num_tasks=len(MODALITIES),
                     task_loss=modality_task_loss,
                     rule=methods[name],

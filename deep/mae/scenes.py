@@ -152,8 +152,13 @@ def _draw(n: int, cfg: SceneConfig, rng: np.random.Generator) -> dict[str, np.nd
         "wall": rng.uniform(*cfg.wall_distance, n),
         "count": rng.integers(1, k + 1, n),
         "cls": rng.integers(0, len(OBJECT_CLASSES), (n, k)),
-        "z0": rng.uniform(1.6, 4.5, (n, k)),
-        "s": rng.uniform(0.4, 0.9, (n, k)),
+        # object 0 is the near "main" object, the others stand further back
+        "z0": np.concatenate(
+            [rng.uniform(1.4, 2.2, (n, 1)), rng.uniform(2.4, 5.0, (n, k - 1))], axis=1
+        ),
+        "s": np.concatenate(
+            [rng.uniform(0.6, 0.95, (n, 1)), rng.uniform(0.35, 0.7, (n, k - 1))], axis=1
+        ),
         "u0": rng.uniform(-0.8, 0.8, (n, k)),
         "hue": rng.uniform(0.0, 1.0, (n, k)),
         "sat": rng.uniform(0.45, 0.95, (n, k)),

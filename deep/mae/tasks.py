@@ -94,6 +94,9 @@ def modality_task_loss(model: MultiModalMAE, batch: MAEBatch) -> tuple[Tensor, T
 class SceneBatches:
     """Endless shuffled mini-batches of ``scenes`` with fresh random masks (CPU tensors).
 
+    ``mask_alpha``: ``None`` hides tokens uniformly at random; a number draws per-modality
+    shares of the visible tokens from ``Dirichlet(mask_alpha)`` (see :mod:`.masking`).
+
     Re-iterable and deterministic: every ``iter()`` starts the same sequence (a function of
     ``seed``), so ``deep.pretrain`` can replay it on resume. Each epoch is a new permutation;
     a last partial batch is dropped, so every batch has ``batch_size`` scenes.
@@ -104,6 +107,7 @@ class SceneBatches:
     mask_ratio: float
     patch_size: int
     seed: int = 0
+    mask_alpha: float | None = None
 
     def __post_init__(self) -> None:
         n = len(self.scenes)
@@ -116,6 +120,8 @@ class SceneBatches:
         if self.patch_size < 1 or size % self.patch_size:
             raise ValueError(f"patch_size ({self.patch_size}) must divide the image size ({size})")
         num_visible(self.num_tokens, self.mask_ratio)  # validates mask_ratio
+        if self.mask_alpha is not None and not self.mask_alpha > 0:
+            raise ValueError(f"mask_alpha must be None or > 0, got {self.mask_alpha!r}")
 
     @property
     def num_tokens(self) -> int:
@@ -131,5 +137,8 @@ class SceneBatches:
             order = torch.from_numpy(rng.permutation(n))
             for start in range(0, n - bs + 1, bs):
                 idx = order[start : start + bs]
-                mask = torch.from_numpy(random_mask(bs, self.num_tokens, self.mask_ratio, rng))
+                mask = random_mask(
+                    bs, self.num_tokens, self.mask_ratio, rng, len(MODALITIES), self.mask_alpha
+                )
+                mask = torch.from_numpy(mask)
                 yield MAEBatch(rgb[idx], depth[idx], semantic[idx], mask)
