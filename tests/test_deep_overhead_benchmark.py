@@ -12,7 +12,7 @@ from benchmarks.__main__ import main
 
 @pytest.mark.slow
 def test_deep_overhead_writes_its_ratios(tmp_path: Path) -> None:
-    argv = ["run", "deep-overhead", "--steps", "1", "--rounds", "1", "--batch-size", "2"]
+    argv = ["run", "deep-overhead", "--steps", "2", "--rounds", "1", "--batch-size", "2"]
     argv += ["--seq-len", "16", "--out", str(tmp_path)]
     assert main(argv) == 0
     payload = json.loads((tmp_path / "deep-overhead.json").read_text())
