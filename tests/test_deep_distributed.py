@@ -73,15 +73,17 @@ def _flat(model: torch.nn.Module) -> torch.Tensor:
 def _worker(out: Path) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("gloo")  # started by the caller: deep.pretrain joins it
-    rank = dist.get_rank()
+    rank = int(os.environ["RANK"])
     mine = [_shard(b, rank) for b in _global_batches()]
-    # 1. the run compared with one process; a checkpoint after step 2 gathers both RNG states
+    # 1. the run compared with one process: deep.pretrain starts the process group from
+    # torchrun's environment (and ends it); a checkpoint after step 2 gathers both RNG states
     result = deep.pretrain(
         _model(),
         mine,
         **_options(checkpoint_dir=out / "ckpt", checkpoint_every=2, keep_checkpoints=None),
     )
+    assert not dist.is_initialized()
+    dist.init_process_group("gloo")  # now started by the caller: deep.pretrain joins it
     # 2. resume from step 2 with a fresh model: both ranks must end where run 1 ended
     resumed = deep.pretrain(
         torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)),
