@@ -363,7 +363,7 @@ def _plot_table(rows: list[dict[str, Any]], path: Path) -> Path:
     }
     from matplotlib.patches import Patch
 
-    fig, ax = plt.subplots(figsize=(11, 5))
+    fig, ax = plt.subplots(figsize=(11, 6))
     n, k = len(rows), len(series)
     width = 0.8 / k
     xs = np.arange(n)
@@ -388,7 +388,7 @@ def _plot_table(rows: list[dict[str, Any]], path: Path) -> Path:
         "(hatched: stopped by the cap)"
     )
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    ax.legend(handles=handles, fontsize=8, ncol=2, loc="upper left")
+    ax.legend(handles=handles, fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return save_figure(fig, path)
 
 
