@@ -70,20 +70,28 @@ def _flat(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
-def _worker(out: Path) -> None:
+def _worker_owning_the_group(out: Path) -> None:
+    """deep.pretrain starts the process group from torchrun's environment and ends it."""
     import torch.distributed as dist
 
     rank = int(os.environ["RANK"])
+    result = deep.pretrain(_model(), [_shard(b, rank) for b in _global_batches()], **_options())
+    assert not dist.is_initialized()
+    torch.save({"params": _flat(result.model)}, out / f"own-rank{rank}.pt")
+
+
+def _worker(out: Path) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")  # started by the caller: deep.pretrain joins it
+    rank = dist.get_rank()
     mine = [_shard(b, rank) for b in _global_batches()]
-    # 1. the run compared with one process: deep.pretrain starts the process group from
-    # torchrun's environment (and ends it); a checkpoint after step 2 gathers both RNG states
+    # 1. the run compared with one process; a checkpoint after step 2 gathers both RNG states
     result = deep.pretrain(
         _model(),
         mine,
         **_options(checkpoint_dir=out / "ckpt", checkpoint_every=2, keep_checkpoints=None),
     )
-    assert not dist.is_initialized()
-    dist.init_process_group("gloo")  # now started by the caller: deep.pretrain joins it
     # 2. resume from step 2 with a fresh model: both ranks must end where run 1 ended
     resumed = deep.pretrain(
         torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)),
@@ -127,23 +135,28 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
         if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
     }
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(Path(__file__).resolve()),
-        str(tmp_path),
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for extra in ([], ["own"]):
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(Path(__file__).resolve()),
+            str(tmp_path),
+            *extra,
+        ]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
     # both ranks end with identical parameters (also after resume and after a skipped step)
     for key in ("params", "resumed", "skipped"):
         assert torch.equal(ranks[0][key], ranks[1][key]), key
     assert torch.equal(ranks[0]["resumed"], ranks[0]["params"])
+    for r in (0, 1):  # the same run when deep.pretrain starts the group itself
+        own = torch.load(tmp_path / f"own-rank{r}.pt", weights_only=True)
+        assert torch.equal(own["params"], ranks[0]["params"])
     assert ranks[0]["skipped_steps"] == ranks[1]["skipped_steps"] == 1
     checkpoint = deep.load_checkpoint(tmp_path / "ckpt" / "step_00000002")
     assert {"rng.0.torch", "rng.1.torch"} <= set(checkpoint.tensors)
@@ -159,4 +172,7 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
 
 
 if __name__ == "__main__":
-    _worker(Path(sys.argv[1]))
+    if sys.argv[2:] == ["own"]:
+        _worker_owning_the_group(Path(sys.argv[1]))
+    else:
+        _worker(Path(sys.argv[1]))
