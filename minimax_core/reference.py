@@ -74,7 +74,7 @@ def solve_cvxpy(problem: Any, *, solver_options: dict[str, Any] | None = None) -
         nit=int(getattr(stats, "num_iters", 0) or 0),
         nfev=0,
         success=ok,
-        status=0 if ok else 4,
+        status=0 if ok else 6,
         message=f"cvxpy/clarabel status: {status}",
         method="cvxpy",
         history={"step": np.zeros(0, dtype=np.int64), "fun": np.zeros(0)},

@@ -61,7 +61,9 @@ class Result:
     """Outcome of :func:`minimize_max`, with ``scipy.optimize.OptimizeResult`` field names.
 
     ``status``: 0 converged (``tol`` met), 1 step budget reached, 2 stopped by the callback,
-    3 non-finite values (divergence). ``success`` is ``status == 0``.
+    3 non-finite values (divergence), 4 stalled at floating-point accuracy, 5 stationary but
+    not certified (``mu`` unknown), 6 reference solver not optimal (``solve_cvxpy``).
+    ``success`` is ``status == 0``.
     """
 
     x: Float
