@@ -98,10 +98,18 @@ class WorstCaseReport:
             },
         }
 
-    def best_method(self, key: str) -> str:
-        """The method with the best mean on ``key`` (ties: the first listed)."""
+    def best_method(self, key: str) -> str | None:
+        """The method with the strictly best mean on ``key``; None on a tie (to 1e-9) for the best."""
         sign = 1.0 if self.higher_is_better else -1.0
-        return max(self.methods, key=lambda m: sign * self.methods[m].mean[key])
+        ranked = sorted(self.methods, key=lambda m: -sign * self.methods[m].mean[key])
+        if len(ranked) > 1 and math.isclose(
+            self.methods[ranked[0]].mean[key],
+            self.methods[ranked[1]].mean[key],
+            rel_tol=1e-9,
+            abs_tol=1e-12,
+        ):
+            return None
+        return ranked[0]
 
 
 def _check_scores(
@@ -220,8 +228,8 @@ def _cell(mean: float, std: float, scale: float, digits: int, bold: bool) -> str
 def markdown_table(report: WorstCaseReport, *, scale: float = 100.0, digits: int = 1) -> str:
     """Methods as rows; every task, the average and the worst task (``wg``) as columns.
 
-    Cells are ``mean ± std`` over seeds times ``scale`` (100: percentages); the best
-    method of each column is bold; the last column names each method's task with the
+    Cells are ``mean ± std`` over seeds times ``scale`` (100: percentages); the strictly
+    best method of each column is bold (no bold on a tie); the last column names each method's task with the
     lowest (highest, when lower is better) mean.
     """
     keys = [report.task_key(t) for t in report.tasks] + [report.avg_key, report.wg_key]
@@ -240,7 +248,7 @@ def markdown_table(report: WorstCaseReport, *, scale: float = 100.0, digits: int
         ("\nmean ± std over " + f"{seeds} seeds" if seeds > 1 else "\none seed (no std)")
         + (f", times {scale:g}" if scale != 1 else "")
         + "; worst task = the per-seed worst task's score averaged over seeds "
-        + "(WILDS `_wg`); bold = best method in the column.\n"
+        + "(WILDS `_wg`); bold = best method in the column (none on a tie).\n"
     )
     return "\n".join(lines) + "\n" + note
 

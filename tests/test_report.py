@@ -37,6 +37,7 @@ def test_hand_computed_statistics():
     assert rep.best_method("mcc_task:CoLA") == "minimax"
     assert rep.best_method("acc_task:SST-2") == "average"
     assert rep.best_method("score_avg") == "average"  # .55 > .45
+    assert rep.best_method("score_wg") is None  # .2 and .2: a tie, no winner
 
 
 def test_worst_group_is_at_most_every_task_mean():
