@@ -1,0 +1,605 @@
+"""Text fine-tuning and evaluation: GLUE-format readers, the official metrics, a trainer.
+
+Tasks are :class:`TextTask` (single sentences or sentence pairs, classification or
+regression). Sources:
+
+- a local GLUE directory in the standard layout (``CoLA/train.tsv``, ``SST-2/dev.tsv``,
+  ``MNLI/dev_matched.tsv``, ...): :func:`read_glue_task`; a malformed row raises
+  ``ValueError`` naming the file and line;
+- Hugging Face ``datasets`` where the user has it (imported lazily, never by default):
+  :func:`load_glue_hf`;
+- any task built in code (the POS-BERT built-in suite, ``deep.pos_bert.suite``).
+
+Metrics (GLUE's official ones; :data:`GLUE_TASKS` gives each task's primary metric):
+
+- ``acc``: fraction of exact matches;
+- ``f1``: binary F1 of class 1, ``2 TP / (2 TP + FP + FN)`` (0 when there is no positive);
+- ``mcc``: Matthews correlation from the confusion matrix ``C`` (rows true, columns
+  predicted), ``(c s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t))`` with ``c = trace C``,
+  ``s = sum C``, ``t``/``p`` the true/predicted class counts; 0 when a factor is 0
+  (a constant prediction), as scikit-learn does;
+- ``pearson``/``spearman``: correlation of predictions and targets (0 for a constant).
+
+:func:`fine_tune` trains ``BertForSequenceClassification`` from a ``save_pretrained``
+checkpoint (AdamW, linear warm-up and decay) and returns the dev metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "GLUE_TASKS",
+    "METRICS",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "GlueSpec",
+    "TextExample",
+    "TextTask",
+    "accuracy",
+    "binary_f1",
+    "compute_metrics",
+    "fine_tune",
+    "glue_task_name",
+    "load_glue_hf",
+    "matthews_corrcoef",
+    "pearson",
+    "read_glue_task",
+    "spearman",
+]
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _pair(preds: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    p, y = np.asarray(preds), np.asarray(labels)
+    if p.shape != y.shape or p.ndim != 1 or p.size == 0:
+        raise ValueError(
+            f"predictions and labels must be non-empty 1-D arrays of one shape, got "
+            f"{p.shape} and {y.shape}"
+        )
+    return p, y
+
+
+def accuracy(preds: Any, labels: Any) -> float:
+    p, y = _pair(preds, labels)
+    return float(np.mean(p == y))
+
+
+def binary_f1(preds: Any, labels: Any) -> float:
+    """F1 of the positive class 1: ``2 TP / (2 TP + FP + FN)``; 0 with no positive at all."""
+    p, y = _pair(preds, labels)
+    tp = float(np.sum((p == 1) & (y == 1)))
+    fp = float(np.sum((p == 1) & (y != 1)))
+    fn = float(np.sum((p != 1) & (y == 1)))
+    denom = 2 * tp + fp + fn
+    return 2 * tp / denom if denom > 0 else 0.0
+
+
+def matthews_corrcoef(preds: Any, labels: Any) -> float:
+    """Matthews correlation (multi-class form of Gorodkin 2004); 0 for a constant prediction."""
+    p, y = _pair(preds, labels)
+    classes, inverse = np.unique(np.concatenate([y, p]), return_inverse=True)
+    k = classes.size
+    yi, pi = inverse[: y.size], inverse[y.size :]
+    confusion = np.zeros((k, k), dtype=np.float64)
+    np.add.at(confusion, (yi, pi), 1.0)
+    t, pc = confusion.sum(axis=1), confusion.sum(axis=0)
+    c, s = np.trace(confusion), confusion.sum()
+    cov_yp = c * s - t @ pc
+    cov_pp = s * s - pc @ pc
+    cov_yy = s * s - t @ t
+    if cov_pp == 0 or cov_yy == 0:
+        return 0.0
+    return float(cov_yp / math.sqrt(cov_pp * cov_yy))
+
+
+def pearson(preds: Any, labels: Any) -> float:
+    p, y = _pair(preds, labels)
+    p, y = p.astype(float), y.astype(float)
+    if np.ptp(p) == 0 or np.ptp(y) == 0:
+        return 0.0
+    return float(np.corrcoef(p, y)[0, 1])
+
+
+def spearman(preds: Any, labels: Any) -> float:
+    from scipy.stats import rankdata
+
+    p, y = _pair(preds, labels)
+    return pearson(rankdata(p.astype(float)), rankdata(y.astype(float)))
+
+
+METRICS: dict[str, Callable[[Any, Any], float]] = {
+    "acc": accuracy,
+    "f1": binary_f1,
+    "mcc": matthews_corrcoef,
+    "pearson": pearson,
+    "spearman": spearman,
+}
+
+
+def compute_metrics(names: Sequence[str], preds: Any, labels: Any) -> dict[str, float]:
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; allowed: {sorted(METRICS)}")
+    return {n: METRICS[n](preds, labels) for n in names}
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+class TextExample(NamedTuple):
+    """One example: a sentence (``text_b`` None) or a sentence pair, and its label (a class
+    index, or a float target for regression)."""
+
+    text_a: str
+    text_b: str | None
+    label: float
+
+
+@dataclass(frozen=True)
+class TextTask:
+    """A downstream text task. ``num_labels == 1`` is regression. ``metric`` is the primary
+    metric (the one the worst-case report uses); ``metrics`` every metric reported."""
+
+    name: str
+    metric: str
+    num_labels: int
+    train: tuple[TextExample, ...]
+    dev: tuple[TextExample, ...]
+    metrics: tuple[str, ...] = ()
+    label_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"task {self.name}: metric must be one of {sorted(METRICS)}")
+        if not self.metrics:
+            object.__setattr__(self, "metrics", (self.metric,))
+        if self.metric not in self.metrics:
+            raise ValueError(f"task {self.name}: the primary metric must be in metrics")
+        if not isinstance(self.num_labels, int) or self.num_labels < 1:
+            raise ValueError(f"task {self.name}: num_labels must be an integer >= 1")
+        if not self.train or not self.dev:
+            raise ValueError(f"task {self.name}: train and dev must be non-empty")
+        if self.num_labels > 1:
+            for split, rows in (("train", self.train), ("dev", self.dev)):
+                bad = [e.label for e in rows if not float(e.label).is_integer()]
+                bad += [e.label for e in rows if not 0 <= int(e.label) < self.num_labels]
+                if bad:
+                    raise ValueError(
+                        f"task {self.name} {split}: labels must be class indices in "
+                        f"[0, {self.num_labels}), got e.g. {bad[:3]}"
+                    )
+
+    def subsample(self, max_train: int | None, max_dev: int | None, seed: int = 0) -> TextTask:
+        """At most ``max_train``/``max_dev`` examples, drawn without replacement (fixed seed)."""
+        rng = np.random.default_rng(seed)
+
+        def pick(rows: tuple[TextExample, ...], limit: int | None) -> tuple[TextExample, ...]:
+            if limit is None or limit >= len(rows):
+                return rows
+            if limit < 1:
+                raise ValueError(f"example limits must be >= 1, got {limit}")
+            keep = np.sort(rng.choice(len(rows), size=limit, replace=False))
+            return tuple(rows[i] for i in keep)
+
+        return TextTask(
+            self.name,
+            self.metric,
+            self.num_labels,
+            pick(self.train, max_train),
+            pick(self.dev, max_dev),
+            self.metrics,
+            self.label_names,
+        )
+
+
+# --------------------------------------------------------------------------- GLUE
+
+
+@dataclass(frozen=True)
+class GlueSpec:
+    """Where a GLUE task's fields are. Columns are header names, or 0-based indices for a
+    file without header (CoLA). ``labels``: the label strings in class order (empty for
+    regression)."""
+
+    folder: str
+    text_a: str | int
+    text_b: str | int | None
+    label: str | int
+    labels: tuple[str, ...]
+    metric: str
+    metrics: tuple[str, ...]
+    dev_file: str = "dev.tsv"
+    header: bool = True
+    hf_config: str = ""
+    hf_fields: tuple[str, str | None] = ("sentence", None)
+
+
+GLUE_TASKS: dict[str, GlueSpec] = {
+    "CoLA": GlueSpec("CoLA", 3, None, 1, ("0", "1"), "mcc", ("mcc", "acc"), header=False,
+                     hf_config="cola"),
+    "SST-2": GlueSpec("SST-2", "sentence", None, "label", ("0", "1"), "acc", ("acc",),
+                      hf_config="sst2"),
+    "MRPC": GlueSpec("MRPC", "#1 String", "#2 String", "Quality", ("0", "1"), "f1",
+                     ("f1", "acc"), hf_config="mrpc", hf_fields=("sentence1", "sentence2")),
+    "QQP": GlueSpec("QQP", "question1", "question2", "is_duplicate", ("0", "1"), "f1",
+                    ("f1", "acc"), hf_config="qqp", hf_fields=("question1", "question2")),
+    "STS-B": GlueSpec("STS-B", "sentence1", "sentence2", "score", (), "pearson",
+                      ("pearson", "spearman"), hf_config="stsb",
+                      hf_fields=("sentence1", "sentence2")),
+    "MNLI": GlueSpec("MNLI", "sentence1", "sentence2", "gold_label",
+                     ("contradiction", "entailment", "neutral"), "acc", ("acc",),
+                     dev_file="dev_matched.tsv", hf_config="mnli",
+                     hf_fields=("premise", "hypothesis")),
+    "QNLI": GlueSpec("QNLI", "question", "sentence", "label", ("entailment", "not_entailment"),
+                     "acc", ("acc",), hf_config="qnli", hf_fields=("question", "sentence")),
+    "RTE": GlueSpec("RTE", "sentence1", "sentence2", "label", ("entailment", "not_entailment"),
+                    "acc", ("acc",), hf_config="rte", hf_fields=("sentence1", "sentence2")),
+    "WNLI": GlueSpec("WNLI", "sentence1", "sentence2", "label", ("0", "1"), "acc", ("acc",),
+                     hf_config="wnli", hf_fields=("sentence1", "sentence2")),
+}  # fmt: skip
+
+
+def glue_task_name(name: str) -> str:
+    """Canonical GLUE name for ``name`` (case, ``-`` and ``_`` ignored: ``sst2`` -> ``SST-2``)."""
+
+    def norm(s: str) -> str:
+        return s.lower().replace("-", "").replace("_", "")
+
+    for canonical in GLUE_TASKS:
+        if norm(canonical) == norm(name):
+            return canonical
+    raise ValueError(f"unknown GLUE task {name!r}; known: {', '.join(GLUE_TASKS)}")
+
+
+def _column(spec: str | int, header: list[str] | None, path: Path) -> int:
+    if isinstance(spec, int):
+        return spec
+    assert header is not None
+    if spec not in header:
+        raise ValueError(f"{path}:1: header has no column {spec!r} (header: {header})")
+    return header.index(spec)
+
+
+def _read_glue_file(path: Path, spec: GlueSpec) -> tuple[TextExample, ...]:
+    if not path.is_file():
+        raise ValueError(f"GLUE file {path} does not exist")
+    with open(path, encoding="utf-8", newline="") as fh:
+        lines = fh.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [line.removesuffix("\r") for line in lines]
+    header = lines[0].split("\t") if spec.header and lines else None
+    start = 1 if spec.header else 0
+    if header is None and spec.header:
+        raise ValueError(f"{path}: empty file (expected a header line)")
+    cols = [
+        _column(c, header, path) for c in (spec.text_a, spec.text_b, spec.label) if c is not None
+    ]
+    ia, ib, il = (
+        (cols[0], cols[1], cols[2]) if spec.text_b is not None else (cols[0], None, cols[1])
+    )
+    width = len(header) if header is not None else None
+    needed = max(cols) + 1
+    rows = []
+    for number, line in enumerate(lines[start:], start=start + 1):
+        if not line.strip():
+            raise ValueError(f"{path}:{number}: empty line")
+        fields = line.split("\t")
+        if (width is not None and len(fields) != width) or len(fields) < needed:
+            expected = width if width is not None else f"at least {needed}"
+            raise ValueError(
+                f"{path}:{number}: expected {expected} tab-separated fields, got {len(fields)}"
+            )
+        raw_label = fields[il].strip()
+        if spec.labels:
+            if raw_label not in spec.labels:
+                raise ValueError(
+                    f"{path}:{number}: label {raw_label!r} is not one of {list(spec.labels)}"
+                )
+            label = float(spec.labels.index(raw_label))
+        else:
+            try:
+                label = float(raw_label)
+            except ValueError:
+                raise ValueError(f"{path}:{number}: label {raw_label!r} is not a number") from None
+            if not math.isfinite(label):
+                raise ValueError(f"{path}:{number}: label {raw_label!r} is not finite")
+        text_a = fields[ia].strip()
+        text_b = fields[ib].strip() if ib is not None else None
+        if not text_a or (ib is not None and not text_b):
+            raise ValueError(f"{path}:{number}: empty sentence")
+        rows.append(TextExample(text_a, text_b, label))
+    if not rows:
+        raise ValueError(f"{path}: no example")
+    return tuple(rows)
+
+
+def read_glue_task(
+    glue_dir: str | Path,
+    name: str,
+    *,
+    max_train: int | None = None,
+    max_dev: int | None = None,
+    seed: int = 0,
+) -> TextTask:
+    """Read ``glue_dir/FOLDER/train.tsv`` and the dev file of GLUE task ``name``."""
+    canonical = glue_task_name(name)
+    spec = GLUE_TASKS[canonical]
+    folder = Path(glue_dir) / spec.folder
+    if not folder.is_dir():
+        raise ValueError(f"GLUE directory {glue_dir} has no folder {spec.folder}/ for {canonical}")
+    task = TextTask(
+        canonical,
+        spec.metric,
+        max(len(spec.labels), 1),
+        _read_glue_file(folder / "train.tsv", spec),
+        _read_glue_file(folder / spec.dev_file, spec),
+        spec.metrics,
+        spec.labels,
+    )
+    return task.subsample(max_train, max_dev, seed)
+
+
+def load_glue_hf(
+    name: str, *, max_train: int | None = None, max_dev: int | None = None, seed: int = 0
+) -> TextTask:
+    """A GLUE task through Hugging Face ``datasets`` (optional; imported here only). It reads
+    the user's local ``datasets`` cache, or downloads if the user's ``datasets`` is allowed to;
+    nothing in this project calls it by default."""
+    try:
+        import datasets
+    except ImportError as err:
+        raise ImportError("load_glue_hf needs the optional package 'datasets'") from err
+    canonical = glue_task_name(name)
+    spec = GLUE_TASKS[canonical]
+    data = datasets.load_dataset("glue", spec.hf_config)
+    dev_split = "validation_matched" if canonical == "MNLI" else "validation"
+    key_a, key_b = spec.hf_fields
+
+    def rows(split: str) -> tuple[TextExample, ...]:
+        out = []
+        for i, row in enumerate(data[split]):
+            label = float(row["label"])
+            if spec.labels and not (label.is_integer() and 0 <= label < len(spec.labels)):
+                raise ValueError(f"datasets glue/{spec.hf_config} {split} row {i}: label {label}")
+            b = row[key_b] if key_b is not None else None
+            out.append(TextExample(str(row[key_a]), None if b is None else str(b), label))
+        return tuple(out)
+
+    task = TextTask(
+        canonical,
+        spec.metric,
+        max(len(spec.labels), 1),
+        rows("train"),
+        rows(dev_split),
+        spec.metrics,
+        spec.labels,
+    )
+    return task.subsample(max_train, max_dev, seed)
+
+
+# --------------------------------------------------------------------------- fine-tuning
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning hyper-parameters. ``max_steps`` caps the optimiser steps (else
+    ``epochs`` passes over the training set); the learning rate warms up linearly over
+    ``warmup_ratio`` of the steps and decays linearly to 0."""
+
+    epochs: float = 3.0
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_len: int = 128
+    max_steps: int | None = None
+    eval_batch_size: int = 256
+    device: str | None = None
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.epochs > 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        for name in ("batch_size", "max_len", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """Dev metrics after fine-tuning, the primary one, and what it cost."""
+
+    task: str
+    metric: str
+    score: float
+    metrics: dict[str, float]
+    steps: int
+    seconds: float
+    train_loss: list[float] = field(default_factory=list)
+
+
+def _encode(tokenizer: Any, rows: Sequence[TextExample], max_len: int) -> list[dict[str, Any]]:
+    pairs = any(r.text_b is not None for r in rows)
+    if pairs and any(r.text_b is None for r in rows):
+        raise ValueError("a task mixes single sentences and sentence pairs")
+    enc = tokenizer(
+        [r.text_a for r in rows],
+        [r.text_b for r in rows] if pairs else None,
+        truncation=True,
+        max_length=max_len,
+    )
+    keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
+    return [{k: enc[k][i] for k in keys} for i in range(len(rows))]
+
+
+def _collate(
+    items: Sequence[dict[str, Any]], labels: np.ndarray, regression: bool
+) -> dict[str, Any]:
+    import torch
+
+    width = max(len(it["input_ids"]) for it in items)
+    batch: dict[str, Any] = {}
+    for key in items[0]:
+        arr = np.zeros((len(items), width), dtype=np.int64)
+        for i, it in enumerate(items):
+            arr[i, : len(it[key])] = it[key]
+        batch[key] = torch.from_numpy(arr)
+    dtype = torch.float32 if regression else torch.long
+    batch["labels"] = torch.as_tensor(labels, dtype=dtype)
+    return batch
+
+
+def _predict(model: Any, encoded: list[dict[str, Any]], config: FinetuneConfig, device: Any,
+             regression: bool, autocast: Any) -> np.ndarray:  # fmt: skip
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(encoded), config.eval_batch_size):
+            items = encoded[start : start + config.eval_batch_size]
+            batch = _collate(items, np.zeros(len(items)), regression)
+            batch.pop("labels")
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with autocast():
+                logits = model(**batch).logits.float()
+            out.append(logits[:, 0] if regression else logits.argmax(dim=-1))
+    return torch.cat(out).cpu().numpy()
+
+
+def fine_tune(
+    checkpoint: str | Path,
+    tokenizer: Any,
+    task: TextTask,
+    *,
+    config: FinetuneConfig = FinetuneConfig(),
+    seed: int = 0,
+) -> FinetuneResult:
+    """Fine-tune ``BertForSequenceClassification.from_pretrained(checkpoint)`` on
+    ``task.train`` and score it on ``task.dev``. ``tokenizer``: a ``transformers`` fast
+    tokenizer. The classifier's initialisation and the batch order follow ``seed``."""
+    import contextlib
+
+    import torch
+    from transformers import BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    regression = task.num_labels == 1
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    use_bf16 = config.precision == "bf16" or (
+        config.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    )
+
+    def autocast() -> Any:
+        if use_bf16:
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    start = time.perf_counter()
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # "newly initialized: classifier.weight" is expected
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar per fine-tuning run
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = BertForSequenceClassification.from_pretrained(
+                str(checkpoint),
+                num_labels=task.num_labels,
+                problem_type="regression" if regression else "single_label_classification",
+            )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    model.to(device)
+    train_enc = _encode(tokenizer, task.train, config.max_len)
+    dev_enc = _encode(tokenizer, task.dev, config.max_len)
+    train_labels = np.array([e.label for e in task.train])
+    per_epoch = math.ceil(len(train_enc) / config.batch_size)
+    total = max(1, round(config.epochs * per_epoch))
+    if config.max_steps is not None:
+        total = min(total, config.max_steps)
+    warmup = int(config.warmup_ratio * total)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+    )
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    rng = np.random.default_rng(seed)
+    step_losses: list[Any] = []
+    step = 0
+    model.train()
+    while step < total:
+        order = rng.permutation(len(train_enc))
+        for b in range(per_epoch):
+            if step >= total:
+                break
+            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+            batch = _collate([train_enc[i] for i in idx], train_labels[idx], regression)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with autocast():
+                logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+            logits = logits.float()
+            if regression:
+                loss = torch.nn.functional.mse_loss(logits[:, 0], batch["labels"])
+            else:
+                loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step_losses.append(loss.detach())
+            step += 1
+    losses = torch.stack(step_losses).float().cpu().tolist()  # one device sync
+    if not all(math.isfinite(x) for x in losses):
+        raise FloatingPointError(f"fine-tuning on {task.name} diverged (non-finite loss)")
+    preds = _predict(model, dev_enc, config, device, regression, autocast)
+    labels = np.array([e.label for e in task.dev])
+    if not regression:
+        labels = labels.astype(np.int64)
+    scores = compute_metrics(task.metrics, preds, labels)
+    return FinetuneResult(
+        task.name,
+        task.metric,
+        scores[task.metric],
+        scores,
+        step,
+        time.perf_counter() - start,
+        losses,
+    )
