@@ -13,6 +13,15 @@ from deep.mae.model import MAEConfig, MultiModalMAE
 from deep.mae.pipeline import normalised_scores
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread, and CI shares its 2 cores between workers."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_accuracy():
     assert ds.accuracy(torch.tensor([1, 2, 3, 0]), torch.tensor([1, 2, 0, 0])) == 0.75
     with pytest.raises(ValueError, match="shape"):

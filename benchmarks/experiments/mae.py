@@ -30,9 +30,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         seeds=(0, 1, 2),
     ),
     "quick": dict(
-        image=32, patch_size=4, dim=64, depth=3, heads=4, decoder_dim=64,
+        image=32, patch_size=4, dim=64, depth=3, heads=4, decoder_dim=32,
         num_pretrain=2048, num_train=1024, num_test=512,
-        pretrain_steps=400, batch_size=64, finetune_steps=150, dense_finetune=False,
+        pretrain_steps=300, batch_size=64, finetune_steps=100, dense_finetune=False,
         seeds=(0, 1, 2),
     ),
     "full": dict(

@@ -28,7 +28,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -417,8 +417,3 @@ def run_pipeline(
 
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def config_dict(cfg: PipelineConfig) -> dict[str, Any]:
-    """The config as plain data for the JSON."""
-    return asdict(replace(cfg))
