@@ -172,6 +172,16 @@ def test_forward_shapes(scenes):
         assert out.predictions[m].shape == (4, P, cfg.out_features(m))
     assert out.targets["semantic"].shape == (4, P, PATCH * PATCH)
     assert out.valid["depth"].all() and out.valid["semantic"].all()
+    # visible indices made on the host give the same result
+    b = MAEBatch.from_arrays(scenes.rgb[:4], scenes.depth[:4], scenes.semantic[:4], mask)
+    assert b.visible is not None and b.visible.shape == (4, 3 * P - round(0.75 * 3 * P))
+    assert bool((b.visible.diff(dim=1) > 0).all())
+    assert not bool(b.mask.gather(1, b.visible).any())
+    with_visible = model(*b)
+    for m in MODALITIES:
+        torch.testing.assert_close(with_visible.predictions[m], out.predictions[m])
+    with pytest.raises(ValueError, match="visible"):
+        model(b.rgb, b.depth, b.semantic, b.mask, b.visible.int())
 
 
 def test_hidden_tokens_do_not_reach_the_encoder(scenes):

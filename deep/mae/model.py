@@ -36,6 +36,7 @@ __all__ = [
     "patchify",
     "sincos_2d",
     "unpatchify",
+    "visible_indices",
 ]
 
 MODALITIES: tuple[str, ...] = ("rgb", "depth", "semantic")
@@ -156,6 +157,17 @@ def unpatchify(x: Tensor, patch_size: int, channels: int) -> Tensor:
     p = patch_size
     x = x.reshape(b, g, g, p, p, channels)
     return x.permute(0, 5, 1, 3, 2, 4).reshape(b, channels, g * p, g * p)
+
+
+def visible_indices(mask: Tensor) -> Tensor:
+    """Indices of the False entries of each row of ``mask`` ``(B, T)``, in increasing
+    order, ``(B, V)``; every row must have the same number ``V >= 1`` of them."""
+    keep = (~mask).sum(dim=1)
+    if bool((keep != keep[0]).any()) or int(keep[0]) < 1:
+        raise ValueError("every row of mask must leave the same number (>= 1) of tokens")
+    # a stable sort puts the False (visible) entries first, in index order
+    order = torch.sort(mask.to(torch.int32), dim=1, stable=True).indices
+    return order[:, : int(keep[0])]
 
 
 def sincos_2d(grid: int, dim: int) -> Tensor:
@@ -353,20 +365,30 @@ class MultiModalMAE(nn.Module):
             raise TypeError(f"semantic must be int64 class ids, got {semantic.dtype}")
 
     # --- pre-training forward -------------------------------------------------------------
-    def forward(self, rgb: Tensor, depth: Tensor, semantic: Tensor, mask: Tensor) -> MAEOutput:
+    def forward(
+        self,
+        rgb: Tensor,
+        depth: Tensor,
+        semantic: Tensor,
+        mask: Tensor,
+        visible: Tensor | None = None,
+    ) -> MAEOutput:
         """Encode the tokens where ``mask`` (``(B, 3P)`` bool, True = hidden) is False
-        (every row must hide the same number of tokens) and decode every modality."""
+        (every row must hide the same number of tokens) and decode every modality.
+
+        ``visible``: optionally the visible token indices ``(B, V)`` in increasing order
+        (:func:`visible_indices` of ``mask``, made on the host with the batch), which spares
+        an accelerator the host synchronisation of counting them here.
+        """
         self._check(rgb, depth, semantic)
         cfg = self.config
         b, p = rgb.shape[0], cfg.num_patches
         if tuple(mask.shape) != (b, len(MODALITIES) * p) or mask.dtype != torch.bool:
             raise ValueError(f"mask must be bool of shape ({b}, {len(MODALITIES) * p})")
-        keep = (~mask).sum(dim=1)
-        if bool((keep != keep[0]).any()) or int(keep[0]) < 1:
-            raise ValueError("every row of mask must leave the same number (>= 1) of tokens")
-        # visible token indices, in increasing order (stable sort puts False before True)
-        order = torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices
-        visible = order[:, : int(keep[0])]
+        if visible is None:
+            visible = visible_indices(mask)
+        elif visible.ndim != 2 or visible.shape[0] != b or visible.dtype != torch.long:
+            raise ValueError(f"visible must be int64 indices of shape ({b}, V)")
         tokens = self.tokens(rgb, depth, semantic)
         x = tokens.gather(1, visible[..., None].expand(-1, -1, tokens.shape[-1]))
         encoded = self.encoder(x)

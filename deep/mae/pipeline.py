@@ -202,7 +202,7 @@ def heldout_losses(model: MultiModalMAE, batch: MAEBatch) -> list[float]:
     model.eval()
     device = next(model.parameters()).device
     b = batch.to(device)
-    values, ids = per_patch_losses(model(b.rgb, b.depth, b.semantic, b.mask))
+    values, ids = per_patch_losses(model(*b))
     losses, _ = deep.task_means(values, ids, len(MODALITIES))
     return [float(x) for x in losses.cpu()]
 
@@ -216,7 +216,7 @@ def reconstruct(model: MultiModalMAE, batch: MAEBatch) -> dict[str, np.ndarray]:
     device = next(model.parameters()).device
     b = batch.to(device)
     cfg = model.config
-    out = model(b.rgb, b.depth, b.semantic, b.mask)
+    out = model(*b)
     p, n = cfg.patch_size, cfg.num_patches
     result: dict[str, np.ndarray] = {}
     for i, m in enumerate(MODALITIES):
@@ -256,11 +256,8 @@ def _fixed_batch(scenes: Scenes, count: int, cfg: PipelineConfig, seed: int) -> 
     count = min(count, len(scenes))
     tokens = len(MODALITIES) * (cfg.scene.size // cfg.patch_size) ** 2
     mask = random_mask(count, tokens, cfg.mask_ratio, np.random.default_rng(seed))
-    return MAEBatch(
-        torch.from_numpy(scenes.rgb[:count]),
-        torch.from_numpy(scenes.depth[:count]),
-        torch.from_numpy(scenes.semantic[:count]),
-        torch.from_numpy(mask),
+    return MAEBatch.from_arrays(
+        scenes.rgb[:count], scenes.depth[:count], scenes.semantic[:count], mask
     )
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .masking import num_visible, random_mask
-from .model import MODALITIES, MAEOutput, MultiModalMAE
+from .model import MODALITIES, MAEOutput, MultiModalMAE, visible_indices
 from .scenes import Scenes
 
 __all__ = [
@@ -37,15 +37,33 @@ __all__ = [
 
 
 class MAEBatch(NamedTuple):
-    """A pre-training batch: raw modalities and the token mask (True = hidden)."""
+    """A pre-training batch: raw modalities, the token mask (True = hidden) and, made
+    with it on the host, the visible token indices ``(B, V)`` (or None)."""
 
     rgb: Tensor
     depth: Tensor
     semantic: Tensor
     mask: Tensor
+    visible: Tensor | None = None
+
+    @staticmethod
+    def from_arrays(
+        rgb: np.ndarray, depth: np.ndarray, semantic: np.ndarray, mask: np.ndarray
+    ) -> MAEBatch:
+        """Tensors of numpy arrays, with the visible indices of ``mask``."""
+        m = torch.from_numpy(mask)
+        return MAEBatch(
+            torch.from_numpy(rgb),
+            torch.from_numpy(depth),
+            torch.from_numpy(semantic),
+            m,
+            visible_indices(m),
+        )
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> MAEBatch:
-        return MAEBatch(*(t.to(device, non_blocking=non_blocking) for t in self))
+        return MAEBatch(
+            *(None if t is None else t.to(device, non_blocking=non_blocking) for t in self)
+        )
 
 
 def per_patch_losses(out: MAEOutput) -> tuple[Tensor, Tensor]:
@@ -86,7 +104,7 @@ def modality_task_loss(model: MultiModalMAE, batch: MAEBatch) -> tuple[Tensor, T
 
     Only calls ``model`` (no attribute access), so a DDP or compiled wrapper works too.
     """
-    out = model(batch.rgb, batch.depth, batch.semantic, batch.mask)
+    out = model(batch.rgb, batch.depth, batch.semantic, batch.mask, batch.visible)
     return per_patch_losses(out)
 
 
@@ -140,5 +158,5 @@ class SceneBatches:
                 mask = random_mask(
                     bs, self.num_tokens, self.mask_ratio, rng, len(MODALITIES), self.mask_alpha
                 )
-                mask = torch.from_numpy(mask)
-                yield MAEBatch(rgb[idx], depth[idx], semantic[idx], mask)
+                m = torch.from_numpy(mask)
+                yield MAEBatch(rgb[idx], depth[idx], semantic[idx], m, visible_indices(m))
