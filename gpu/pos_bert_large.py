@@ -83,7 +83,7 @@ def build_bundle(args: argparse.Namespace) -> Path:
 
 def _plan(args: argparse.Namespace) -> dict[str, Any]:
     if args.smoke:
-        plan = dict(size="tiny", seeds=2, batch_size=8, max_steps=6, suite=("acceptability", "novel"),
+        plan = dict(size="tiny", seeds=2, batch_size=8, max_steps=6, suite=("acceptability",),
                     max_train=24, max_dev=16, ft_epochs=1.0, ft_lr=1e-3, ft_batch=8, lr=1e-3,
                     device="cpu", workers=1)  # fmt: skip
     else:

@@ -10,8 +10,8 @@ Profiles (``--demo`` for the quickstart, ``--quick``, default):
 =========  ===================  ===========  =====  ======  =====  =============================
 profile    corpus               model        len    steps   seeds  downstream (train/dev each)
 =========  ===================  ===========  =====  ======  =====  =============================
-demo       excerpt, 4k w/novel  tiny         64     40      3      4 suite tasks, 300/200
-quick      excerpt (120k w)     tiny         64     300     3      4 suite tasks, 1000/400
+demo       excerpt, 4k w/novel  tiny         64     30      3      4 suite tasks, 160/160
+quick      excerpt (120k w)     tiny         64     250     3      4 suite tasks, 800/400
 default    full Austen (720k)   mini         128    3000    3      4 suite tasks, 4000/1000
 =========  ===================  ===========  =====  ======  =====  =============================
 
@@ -33,13 +33,13 @@ NAME = "pos-bert"
 PROFILES: dict[str, dict[str, Any]] = {
     "demo": dict(
         corpus="austen-excerpt", words_per_document=4000, vocab_size=3000, max_len=64,
-        size="tiny", steps=40, warmup_steps=4, batch_size=32, lr=1e-3, seeds=3,
-        max_train=300, max_dev=200, finetune_epochs=2.0, finetune_lr=1e-3,
+        size="tiny", steps=30, warmup_steps=3, batch_size=32, lr=1e-3, seeds=3,
+        max_train=160, max_dev=160, finetune_epochs=2.0, finetune_lr=1e-3,
     ),
     "quick": dict(
         corpus="austen-excerpt", words_per_document=None, vocab_size=5000, max_len=64,
-        size="tiny", steps=300, warmup_steps=30, batch_size=32, lr=1e-3, seeds=3,
-        max_train=1000, max_dev=400, finetune_epochs=3.0, finetune_lr=1e-3,
+        size="tiny", steps=250, warmup_steps=25, batch_size=32, lr=1e-3, seeds=3,
+        max_train=800, max_dev=400, finetune_epochs=2.5, finetune_lr=1e-3,
     ),
     "default": dict(
         corpus="austen", words_per_document=None, vocab_size=8000, max_len=128,
@@ -157,7 +157,7 @@ def build_config(args: argparse.Namespace) -> tuple[str, Any]:
         warmup_steps=min(p["warmup_steps"], p["steps"]),
         temperature=args.temperature,
         task_spec=args.pos_tasks or DEFAULT_TASK_SPEC,
-        log_every=5 if p["steps"] < 200 else 10,
+        log_every=max(1, min(10, p["steps"] // 10)),
         device=args.device,
     )
     finetune = FinetuneConfig(

@@ -376,6 +376,8 @@ def pretraining_figure(payload: dict[str, Any], path: Path) -> Path:
 
     names = payload["pos_tasks"]
     methods = list(payload["pretraining"])
+    if any(len(payload["pretraining"][m]["curve_step"][0]) == 0 for m in methods):
+        raise ValueError("no per-POS loss was logged (fewer steps than log_every?)")
     fig, axes = plt.subplots(1, len(methods) + 1, figsize=(4.2 * (len(methods) + 1), 4.2))
     colors = plt.get_cmap("tab10")
     styles = {"minimax": "-", "average": "--", "mlm": ":"}

@@ -290,7 +290,8 @@ def pretrain_pos_bert(
         bert_config(config.size, vocab_size=data.vocab_size, max_len=max_len), seed=seed
     )
     model = MaskedPositionsMLM(mlm)
-    monitor = PosLossMonitor(tasks.num_tasks, every=config.log_every)
+    log_every = max(1, min(config.log_every, config.steps))
+    monitor = PosLossMonitor(tasks.num_tasks, every=log_every)
     batches = MlmBatches(
         data.train,
         tasks,
@@ -313,7 +314,7 @@ def pretrain_pos_bert(
         device=config.device,
         precision=config.precision,
         seed=seed,
-        log_every=config.log_every,
+        log_every=log_every,
         progress=progress,
         task_names=names,
     )
