@@ -268,19 +268,30 @@ def test_cli_runs_the_suite_and_a_glue_folder(cache, tmp_path):
     assert "one seed (no std)" in report.markdown
 
 
-def test_gpu_script_smoke_run(data, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location(
-        "pos_bert_large", ROOT / "gpu" / "pos_bert_large.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_gpu_script_smoke_run_without_spacy_scipy_or_matplotlib(data, tmp_path):
+    """As on the GPU machine: no spaCy (the bundle replaces it), no scipy, no matplotlib."""
+    import subprocess
+    import sys
+
     bundle = save_bundle(data, tmp_path / "bundle")
-    assert module.main(["--smoke", "--bundle", str(bundle), "--out", str(tmp_path / "o")]) == 0
+    code = (
+        "import sys, runpy\n"
+        "for m in ('scipy', 'matplotlib', 'spacy', 'rdata'): sys.modules[m] = None\n"
+        f"sys.argv = ['pos_bert_large.py', '--smoke', '--bundle', {str(bundle)!r}, "
+        f"'--out', {str(tmp_path / 'o')!r}]\n"
+        "runpy.run_path('gpu/pos_bert_large.py', run_name='__main__')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     payload = json.loads((tmp_path / "o" / "pos_bert_large.json").read_text())
     assert payload["smoke"] is True and payload["config"]["seeds"] == [0, 1]
-    printed = capsys.readouterr().out.strip().splitlines()
-    assert printed[-1].startswith("mean ± std over 2 seeds")
+    assert "mcc_task:acceptability" in payload["report"]["methods"]["minimax"]["mean"]
+    printed = out.stdout.strip().splitlines()
+    assert printed[-1].startswith("mean ± std over 2 seeds")  # the table comes last
     assert any(line.startswith("| minimax |") for line in printed[-6:])
+    assert "(no plots" in out.stdout
 
 
 def test_gpu_script_needs_out_or_build(tmp_path):

@@ -314,6 +314,10 @@ def run_experiment(
     return ExperimentResult(payload, report)
 
 
+def _sample_std(x: np.ndarray) -> float:
+    return float(np.std(x, ddof=1)) if x.size > 1 else float("nan")
+
+
 def pretraining_summary(
     pretraining: dict[str, dict[str, list[Any]]], pos_names: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
@@ -324,14 +328,13 @@ def pretraining_summary(
         held = np.asarray(rec["heldout_pos_losses"], dtype=float)  # (seeds, M)
         worst = np.nanmax(held, axis=1)
         gap = worst - np.nanmin(held, axis=1)
-        sd = lambda x: float(np.std(x, ddof=1)) if x.size > 1 else float("nan")  # noqa: E731
         out[method] = {
             "heldout_pos_losses": dict(zip(pos_names, np.nanmean(held, axis=0), strict=True)),
             "worst_pos": pos_names[int(np.nanargmax(np.nanmean(held, axis=0)))],
             "worst_pos_loss_mean": float(worst.mean()),
-            "worst_pos_loss_std": sd(worst),
+            "worst_pos_loss_std": _sample_std(worst),
             "gap_mean": float(gap.mean()),
-            "gap_std": sd(gap),
+            "gap_std": _sample_std(gap),
             "mean_over_pos_mean": float(np.nanmean(held, axis=1).mean()),
         }
     return out
