@@ -212,7 +212,9 @@ def verdict(payload: dict[str, Any], report: Any) -> str:
         mm, av = methods["minimax"], methods["average"]
         diff = mm.mean[wg] - av.mean[wg]
         noise = max(mm.std[wg], av.std[wg])
-        if diff > noise:
+        if mm.num_seeds < 2:
+            word = "differs by the amount below from (one seed: no spread to judge it by)"
+        elif diff > noise:
             word = "beats"
         elif diff < -noise:
             word = "loses to"
