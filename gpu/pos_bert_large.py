@@ -25,7 +25,7 @@ import sys
 import time
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = ROOT / ".cache" / "pos_bert_bundle"
@@ -101,25 +101,42 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
     return plan
 
 
-def _calibrate(data: Any, plan: dict[str, Any], config: Any, tasks: Any) -> tuple[float, float]:
-    """Seconds per pre-training step and per fine-tuning run, measured on this device."""
+class Calibration(NamedTuple):
+    """Measured on this device: seconds per pre-training step, fixed seconds per pre-training
+    run (model, held-out evaluation, checkpoint), seconds per fine-tuning run."""
+
+    per_step: float
+    per_run: float
+    per_finetune: float
+
+
+def _calibrate(data: Any, plan: dict[str, Any], config: Any, tasks: Any) -> Calibration:
+    """Two pre-training runs of different lengths (their difference is the per-step cost,
+    free of start-up costs) and one fine-tuning run, after a warm-up run."""
     import dataclasses
     import tempfile
 
     from deep.downstream import fine_tune
     from deep.pos_bert.pipeline import pretrain_pos_bert
 
-    probe = 3 if plan["device"] == "cpu" else 30
+    short, long = (2, 5) if plan["device"] == "cpu" else (5, 35)
+
+    def timed(steps: int, folder: str) -> tuple[float, Any]:
+        cfg = dataclasses.replace(config.pretrain, steps=steps, warmup_steps=1)
+        t0 = time.perf_counter()
+        out = pretrain_pos_bert(data, "minimax", cfg, seed=99, out_dir=Path(folder))
+        return time.perf_counter() - t0, out
+
     with tempfile.TemporaryDirectory() as tmp:
-        warm = dataclasses.replace(config.pretrain, steps=5, warmup_steps=1)
-        pretrain_pos_bert(data, "minimax", warm, seed=99, out_dir=Path(tmp))  # kernels, caches
-        timed = dataclasses.replace(config.pretrain, steps=probe, warmup_steps=1)
-        out = pretrain_pos_bert(data, "minimax", timed, seed=99, out_dir=Path(tmp))
-        per_step = out.seconds / probe
+        timed(short, tmp)  # warm-up: kernels, allocator, caches
+        t_short, _ = timed(short, tmp)
+        t_long, out = timed(long, tmp)
+        per_step = max(t_long - t_short, 1e-6) / (long - short)
+        per_run = max(t_short - short * per_step, 0.0)
         t0 = time.perf_counter()
         fine_tune(out.checkpoint, data.hf_tokenizer(), tasks[0], config=config.finetune, seed=0)
         per_finetune = time.perf_counter() - t0
-    return per_step, per_finetune
+    return Calibration(per_step, per_run, per_finetune)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,15 +195,16 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
     )
     tasks = downstream_tasks(config, data)
-    per_step, per_finetune = _calibrate(data, plan, config, tasks)
+    cal = _calibrate(data, plan, config, tasks)
     runs = len(config.seeds) * len(config.methods)
     elapsed = time.perf_counter() - START
-    finetune_total = per_finetune * runs * len(tasks) * 1.1
-    room = args.budget_s - elapsed - finetune_total - 10.0  # 10 s: plots, JSON, held-out evals
-    steps = int(min(plan["max_steps"], max(room / (runs * per_step * 1.1), 5)))
+    finetune_total = cal.per_finetune * runs * len(tasks) * 1.1
+    room = args.budget_s - elapsed - finetune_total - runs * cal.per_run - 8.0  # 8 s: plots, JSON
+    steps = int(min(plan["max_steps"], max(room / (runs * cal.per_step * 1.1), 5)))
     print(
-        f"calibration: {per_step * 1e3:.1f} ms/step, {per_finetune:.1f} s per fine-tuning run; "
-        f"{elapsed:.0f} s so far -> {steps} pre-training steps per run",
+        f"calibration: {cal.per_step * 1e3:.1f} ms/step + {cal.per_run:.1f} s per pre-training "
+        f"run, {cal.per_finetune:.1f} s per fine-tuning run; {elapsed:.0f} s so far -> "
+        f"{steps} pre-training steps per run",
         flush=True,
     )
     config = dataclasses.replace(
@@ -200,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         if torch.cuda.is_available() and not args.smoke
         else "cpu",
         "smoke": args.smoke,
-        "calibration": {"seconds_per_step": per_step, "seconds_per_finetune": per_finetune},
+        "calibration": cal._asdict(),
         **result.payload,
         "wall_seconds": time.perf_counter() - START,
     }
