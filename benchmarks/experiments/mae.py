@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--temperature", type=float, default=0.5, help="softmax temperature of minimax"
     )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: 1 for --demo/--quick, whose small models gain little "
+        "from more and lose much when other processes share the cores; 0 = torch's default)",
+    )
 
 
 def preset_config(name: str, **overrides: Any) -> Any:
@@ -132,6 +141,20 @@ def _user_data(args: argparse.Namespace, cfg: Any) -> tuple[Any, Any, Any]:
     return cfg, scenes, cls
 
 
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """Run with ``threads`` torch CPU threads (0: leave torch's setting), then restore."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run(args: argparse.Namespace) -> Report:
     from deep import report as wc
     from deep.mae.figures import plot_losses, plot_reconstructions, raw_metrics_table
@@ -151,9 +174,13 @@ def run(args: argparse.Namespace) -> Report:
         temperature=args.temperature,
         device=args.device,
     )
+    threads = args.threads if args.threads is not None else (1 if preset != "full" else 0)
+    if threads < 0:
+        raise ValueError(f"--threads must be >= 0, got {threads}")
     cfg, scenes, cls = _user_data(args, cfg)
     t0 = time.perf_counter()
-    result = run_pipeline(cfg, scenes=scenes, classification=cls, log=print)
+    with _torch_threads(threads):
+        result = run_pipeline(cfg, scenes=scenes, classification=cls, log=print)
     seconds = time.perf_counter() - t0
 
     summary = wc.summarize(result.scores, metrics="rer")
@@ -186,6 +213,7 @@ def run(args: argparse.Namespace) -> Report:
         },
         "histories": result.histories,
         "seconds": {**result.seconds, "experiment": seconds},
+        "torch_threads": threads or "default",
         "class_names": result.class_names,
         "label_names": result.label_names,
     }

@@ -138,7 +138,8 @@ def plot_reconstructions(result: PipelineResult, path: Path, max_scenes: int = 3
                 if c == 0:
                     ax.set_ylabel(f"scene {s + 1}\n{m}", fontsize=9)
     fig.suptitle(
-        "reconstructions of hidden patches (grey / blank = hidden in the input)", fontsize=10
+        "reconstructions of hidden patches (grey / blank = hidden in the input; first seed)",
+        fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.985))
     return save_figure(fig, path)
