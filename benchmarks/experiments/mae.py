@@ -34,7 +34,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": dict(
         image=32, patch_size=4, dim=64, depth=3, heads=4, decoder_dim=32,
         num_pretrain=2048, num_train=1024, num_test=512,
-        pretrain_steps=300, batch_size=64, finetune_steps=100, dense_finetune=False,
+        pretrain_steps=250, batch_size=64, finetune_steps=100, dense_finetune=False,
         seeds=(0, 1, 2),
     ),
     "full": dict(
