@@ -137,9 +137,17 @@ def plot_reconstructions(result: PipelineResult, path: Path, max_scenes: int = 3
                     ax.set_title(cols[c], fontsize=9)
                 if c == 0:
                     ax.set_ylabel(f"scene {s + 1}\n{m}", fontsize=9)
+    from matplotlib.patches import Patch
+
+    cmap = plt.get_cmap("tab10")
+    top = max(num_classes, 10) - 1
+    handles = [Patch(color=cmap(i / top), label=name) for i, name in enumerate(result.class_names)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8,
+               title="semantic classes", title_fontsize=8)  # fmt: skip
     fig.suptitle(
-        "reconstructions of hidden patches (grey / blank = hidden in the input; first seed)",
+        "reconstructions of hidden patches (grey / blank = hidden in the input; first seed)\n"
+        f"depth colour: viridis from 0 to {vmax_depth:.1f} m",
         fontsize=10,
     )
-    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.985))
+    fig.tight_layout(rect=(0.0, 0.05, 1.0, 0.975))
     return save_figure(fig, path)
