@@ -360,3 +360,15 @@ def test_pretrain_lowers_every_modality_loss(scenes, rule):
     else:  # softmax puts the most weight on the modality with the largest loss
         last = result.history["task_losses"][0]
         assert int(np.argmax(w[0])) == int(np.argmax(last))
+
+
+def test_forward_and_backward_under_bf16_autocast(scenes):
+    """bf16 autocast (as deep.pretrain uses on CUDA) mixes bf16 activations with fp32
+    parameters: the decoder's scatter must not mix dtypes (found on an H200)."""
+    model = _model()
+    mask = random_mask(4, 3 * P, 0.75, np.random.default_rng(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(*_batch(scenes, mask))
+        loss = sum(out.predictions[m].float().pow(2).mean() for m in MODALITIES)
+    loss.backward()
+    assert all(torch.isfinite(out.predictions[m].float()).all() for m in MODALITIES)

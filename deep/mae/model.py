@@ -294,7 +294,9 @@ class _Decoder(nn.Module):
         # put this modality's encoded tokens at their patches: scatter into a (B, P+1, d)
         # buffer whose last slot absorbs the tokens of other modalities
         slots = torch.where(own_visible, own_slots, p)
-        buf = torch.cat([queries, queries[:, :1]], dim=1)
+        # under autocast ``vis`` comes out of a Linear in the autocast dtype; the learnt mask
+        # token is a float32 parameter: the scatter needs one dtype
+        buf = torch.cat([queries, queries[:, :1]], dim=1).to(vis.dtype)
         buf = buf.scatter(1, slots[..., None].expand(-1, -1, vis.shape[-1]), vis)
         x = buf[:, :p] + self.pos
         x = self.cross(x, ctx)
