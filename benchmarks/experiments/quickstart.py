@@ -16,17 +16,19 @@ import minimax_core as mc
 
 from ..common import Experiment, Report, save_figure, write_json
 
-METHODS = (
-    ("softmax", {"temperature": 0.1}),
-    ("softmax", {"temperature": 0.01}),
-    ("subgradient", {}),
-    ("average", {}),
-    ("group_dro", {}),
+METHODS: tuple[tuple[str, str, dict[str, object]], ...] = (
+    ("softmax (tau=0.1)", "softmax", {"temperature": 0.1}),
+    ("softmax (tau=0.01)", "softmax", {"temperature": 0.01}),
+    (
+        "softmax, Armijo + continuation",
+        "softmax",
+        {"temperature": 0.1, "line_search": "armijo", "final_temperature": 1e-4},
+    ),
+    ("subgradient", "subgradient", {}),
+    ("average", "average", {}),
+    ("group_dro", "group_dro", {}),
+    ("auto (exact)", "auto", {}),
 )
-
-
-def _label(method: str, options: dict[str, float]) -> str:
-    return method + ("" if not options else f" (tau={options['temperature']:g})")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,12 +49,12 @@ def run(args: argparse.Namespace) -> Report:
     if not ref.success:
         raise RuntimeError(f"the CVXPY reference did not solve the problem: {ref.message}")
     rows = []
-    for method, options in METHODS:
-        res = mc.minimize_max(problem, method=method, steps=steps, **options)
+    for label, method, options in METHODS:
+        res = mc.minimize_max(problem, method=method, steps=steps, **options)  # type: ignore[arg-type]
         rows.append(
             {
                 "method": method,
-                "label": _label(method, options),
+                "label": label,
                 "options": options,
                 "gap": res.fun - ref.fun,
                 "nit": res.nit,
@@ -79,15 +81,17 @@ def run(args: argparse.Namespace) -> Report:
     json_path = write_json(out / "quickstart.json", payload)
     png_path = _plot(rows, out / "quickstart.png", m, d)
     for r in rows:
-        print(f"  {r['label']:<22} gap {r['gap']:.3e} after {r['nit']} steps")
+        print(f"  {r['label']:<32} gap {r['gap']:+.3e} after {r['nit']} steps")
     table = "\n".join(f"| {r['label']} | {r['gap']:.2e} | {r['nit']} |" for r in rows)
     md = (
         f"![quickstart](quickstart.png)\n\n"
         f"Gap to the CVXPY optimum ({ref.fun:.6f}) per step for each method on "
         f"`random_quadratic(M={m}, d={d}, mu=1, smoothness=10)`. The subgradient method and "
-        "Group DRO converge at their O(1/T) / O(1/sqrt T) rates, average risk converges fast "
-        "to the wrong point, and softmax GD with the step its theory allows, "
-        "1/(L + G^2/tau), stalls at a gap of order tau log M or above.\n\n"
+        "Group DRO creep down at their O(1/T) / O(1/sqrt T) rates, average risk converges fast "
+        "to the wrong point, softmax GD with the step its theory allows, 1/(L + G^2/tau), "
+        "stalls far above its tau log M bias, a line search with temperature continuation "
+        "fixes most of that, and the exact solver (`auto`) reaches the optimum in a few "
+        "Newton steps.\n\n"
         "| method | final gap | steps |\n|---|---|---|\n" + table + "\n"
     )
     return Report(json_path, (png_path,), md, {r["label"]: r["gap"] for r in rows})
@@ -104,7 +108,7 @@ def _plot(rows: list[dict], path: Path, m: int, d: int) -> Path:
         steps = np.maximum(np.asarray(r["history_step"]), 1)
         gap = np.maximum(np.asarray(r["history_gap"]), 1e-16)
         ax.loglog(steps, gap, label=r["label"], lw=1.8)
-    ax.set_xlabel("iteration t (oracle calls)")
+    ax.set_xlabel("iteration t (gradient steps; Newton steps for auto)")
     ax.set_ylabel("gap F(x_t) - F*  (loss units)")
     ax.set_title(f"min-max of {m} quadratic tasks in R^{d}: gap to the CVXPY optimum")
     ax.grid(True, which="both", alpha=0.3)
