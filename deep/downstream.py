@@ -21,7 +21,12 @@ Metrics (GLUE's official ones; :data:`GLUE_TASKS` gives each task's primary metr
 - ``pearson``/``spearman``: correlation of predictions and targets (0 for a constant).
 
 :func:`fine_tune` trains ``BertForSequenceClassification`` from a ``save_pretrained``
-checkpoint (AdamW, linear warm-up and decay) and returns the dev metrics.
+checkpoint (AdamW, linear warm-up and decay) and returns the dev metrics. Its classifier
+reads BERT's pooler on ``[CLS]`` (``pooling="cls"``, the GLUE recipe) or the mean of the
+last hidden states over the attended tokens (``pooling="mean"``). Use ``"mean"`` for an
+encoder pre-trained briefly by masked LM alone (no sentence-level objective trains
+``[CLS]``): from such tiny checkpoints the ``[CLS]`` head could not fit 64 training examples
+in 60 steps, where the mean-pooled head fits them all (``tests/test_downstream_sanity.py``).
 """
 
 from __future__ import annotations
@@ -395,7 +400,9 @@ def load_glue_hf(
 class FinetuneConfig:
     """Fine-tuning hyper-parameters. ``max_steps`` caps the optimiser steps (else
     ``epochs`` passes over the training set); the learning rate warms up linearly over
-    ``warmup_ratio`` of the steps and decays linearly to 0."""
+    ``warmup_ratio`` of the steps and decays linearly to 0. ``pooling``: what the
+    classifier reads, ``"cls"`` (BERT's pooler on ``[CLS]``) or ``"mean"`` (the mean of the
+    last hidden states over the attended tokens; the pooler is then unused)."""
 
     epochs: float = 3.0
     batch_size: int = 32
@@ -407,8 +414,11 @@ class FinetuneConfig:
     eval_batch_size: int = 256
     device: str | None = None
     precision: str = "auto"
+    pooling: str = "cls"
 
     def __post_init__(self) -> None:
+        if self.pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
         if not self.epochs > 0:
             raise ValueError(f"epochs must be > 0, got {self.epochs}")
         for name in ("batch_size", "max_len", "eval_batch_size"):
@@ -471,6 +481,19 @@ def _collate(
     return batch
 
 
+def _logits(model: Any, batch: dict[str, Any], pooling: str) -> Any:
+    """Classifier logits of ``BertForSequenceClassification`` ``model`` on ``batch`` (no
+    ``labels``). ``cls``: BERT's own head (pooler on ``[CLS]``, dropout, classifier);
+    ``mean``: the mean of the last hidden states over the attended tokens, then the same
+    dropout and classifier (the pooler is unused)."""
+    if pooling == "cls":
+        return model(**batch).logits
+    hidden = model.bert(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+    return model.classifier(model.dropout(pooled))
+
+
 def _predict(model: Any, encoded: list[dict[str, Any]], config: FinetuneConfig, device: Any,
              regression: bool, autocast: Any) -> np.ndarray:  # fmt: skip
     import torch
@@ -484,7 +507,7 @@ def _predict(model: Any, encoded: list[dict[str, Any]], config: FinetuneConfig, 
             batch.pop("labels")
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast():
-                logits = model(**batch).logits.float()
+                logits = _logits(model, batch, config.pooling).float()
             out.append(logits[:, 0] if regression else logits.argmax(dim=-1))
     return torch.cat(out).cpu().numpy()
 
@@ -499,7 +522,8 @@ def fine_tune(
 ) -> FinetuneResult:
     """Fine-tune ``BertForSequenceClassification.from_pretrained(checkpoint)`` on
     ``task.train`` and score it on ``task.dev``. ``tokenizer``: a ``transformers`` fast
-    tokenizer. The classifier's initialisation and the batch order follow ``seed``."""
+    tokenizer. The classifier's initialisation, the batch order and the dropout masks
+    follow ``seed`` (the caller's torch random state is left as it was)."""
     import contextlib
 
     import torch
@@ -564,28 +588,38 @@ def fine_tune(
     step_losses: list[Any] = []
     step = 0
     model.train()
-    while step < total:
-        order = rng.permutation(len(train_enc))
-        for b in range(per_epoch):
-            if step >= total:
-                break
-            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
-            batch = _collate([train_enc[i] for i in idx], train_labels[idx], regression)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            with autocast():
-                logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-            logits = logits.float()
-            if regression:
-                loss = torch.nn.functional.mse_loss(logits[:, 0], batch["labels"])
-            else:
-                loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            step_losses.append(loss.detach())
-            step += 1
+    # dropout draws from torch's global generator: seed it too, in a fork (the caller's
+    # state is restored), so that a run depends on ``seed`` alone, not on earlier runs
+    # in the same process
+    cuda = []
+    if device.type == "cuda":
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        while step < total:
+            order = rng.permutation(len(train_enc))
+            for b in range(per_epoch):
+                if step >= total:
+                    break
+                idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+                batch = _collate([train_enc[i] for i in idx], train_labels[idx], regression)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with autocast():
+                    logits = _logits(
+                        model, {k: v for k, v in batch.items() if k != "labels"}, config.pooling
+                    )
+                logits = logits.float()
+                if regression:
+                    loss = torch.nn.functional.mse_loss(logits[:, 0], batch["labels"])
+                else:
+                    loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                step_losses.append(loss.detach())
+                step += 1
     losses = torch.stack(step_losses).float().cpu().tolist()  # one device sync
     if not all(math.isfinite(x) for x in losses):
         raise FloatingPointError(f"fine-tuning on {task.name} diverged (non-finite loss)")

@@ -11,7 +11,8 @@ here (about 4 MB; carry ``.cache/pos_bert_bundle``, an ignored path)::
 Configuration: BERT ``small`` (4 layers, 512 wide, 8 heads) built from a config, sequences
 of 128 tokens, batch 128, bf16 autocast, 9 POS tasks, minimax = ``softmax(0.5)``; 3 seeds
 per method; fine-tuning 4 suite tasks (2000 train / 1000 dev examples each, 3 epochs of
-batch 32, lr 1e-4: the usual BERT recipe).
+batch 32, lr 1e-4: the usual BERT recipe) with a mean-pooled classifier (``--pooling cls``
+for BERT's pooler on ``[CLS]``, which masked-LM pre-training never trains).
 The number of pre-training steps (the same for every run) is set from a timed calibration
 so that the whole script stays within ``--budget-s`` (190 s by default), capped by
 ``--max-steps``. Writes ``OUT/pos_bert_large.json`` (+ PNGs when matplotlib is present).
@@ -62,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, default=None, help="cap on pre-training steps")
     parser.add_argument("--budget-s", type=float, default=190.0, help="wall-clock target")
     parser.add_argument("--temperature", type=float, default=0.5)
+    parser.add_argument(
+        "--pooling", choices=("mean", "cls"), default="mean", help="fine-tuned classifier input"
+    )
     parser.add_argument(
         "--workers", type=int, default=1, help="processes sharing the device (untested > 1)"
     )
@@ -183,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=plan["ft_batch"],
         max_len=data.train.input_ids.shape[1],
         device=plan["device"],
+        pooling=args.pooling,
     )
     config = ExperimentConfig(
         data=DataConfig(max_len=data.train.input_ids.shape[1]),

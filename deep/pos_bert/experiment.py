@@ -47,11 +47,13 @@ __all__ = [
 class ExperimentConfig:
     """Everything one run needs. ``checkpoint_dir``: keep the pre-trained checkpoints there
     (default: a temporary folder, removed at the end). ``workers``: processes for the
-    pre-training and fine-tuning runs; ``threads``: torch threads per process (None: leave)."""
+    pre-training and fine-tuning runs; ``threads``: torch threads per process (None: leave).
+    ``finetune`` defaults to a mean-pooled head: masked-LM pre-training never trains
+    ``[CLS]`` (see :mod:`deep.downstream`)."""
 
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(pooling="mean"))
     seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = METHODS
     suite_tasks: tuple[str, ...] = SUITE_TASKS
