@@ -7,6 +7,7 @@ trains with each rank holding half of every global micro-batch and writes what i
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,26 @@ def _worker(out: Path) -> None:
     dist.destroy_process_group()
 
 
+def _run_group(command: list[str], env: dict[str, str], timeout: float) -> tuple[int, str]:
+    """Run torchrun in its own process group; on timeout kill the whole group (launcher and
+    workers), so a hung worker never outlives the test."""
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s:\n{out[-6000:]}")
+    return proc.returncode, out
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     env = {
@@ -146,8 +167,8 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
             str(tmp_path),
             *extra,
         ]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        returncode, output = _run_group(command, env, timeout=180)
+        assert returncode == 0, output[-6000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
     # both ranks end with identical parameters (also after resume and after a skipped step)
