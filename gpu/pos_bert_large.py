@@ -62,6 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None, help="sequences per step (128)")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on pre-training steps")
     parser.add_argument("--budget-s", type=float, default=190.0, help="wall-clock target")
+    parser.add_argument(
+        "--min-steps",
+        type=int,
+        default=200,
+        help="stop with an error if the budget allows fewer pre-training steps per run",
+    )
     parser.add_argument("--temperature", type=float, default=0.5)
     parser.add_argument(
         "--pooling", choices=("mean", "cls"), default="mean", help="fine-tuned classifier input"
@@ -205,7 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - START
     finetune_total = cal.per_finetune * runs * len(tasks) * 1.1
     room = args.budget_s - elapsed - finetune_total - runs * cal.per_run - 8.0  # 8 s: plots, JSON
-    steps = int(min(plan["max_steps"], max(room / (runs * cal.per_step * 1.1), 5)))
+    steps = int(min(plan["max_steps"], room / (runs * cal.per_step * 1.1)))
+    min_steps = min(args.min_steps, plan["max_steps"])
+    if steps < min_steps:
+        # fine-tuning (per seed, method and task) took the budget: say so rather than
+        # pre-train for a handful of steps (seen on an H200 with 3 seeds and 190 s)
+        raise SystemExit(
+            f"--budget-s {args.budget_s:g} leaves room for {max(steps, 0)} pre-training steps "
+            f"per run (< --min-steps {min_steps}): fine-tuning needs about "
+            f"{finetune_total:.0f} s for {runs} runs x {len(tasks)} tasks; "
+            "raise --budget-s or lower --seeds"
+        )
     print(
         f"calibration: {cal.per_step * 1e3:.1f} ms/step + {cal.per_run:.1f} s per pre-training "
         f"run, {cal.per_finetune:.1f} s per fine-tuning run; {elapsed:.0f} s so far -> "
