@@ -20,6 +20,7 @@ __all__ = [
     "Experiment",
     "Report",
     "atomic_write_text",
+    "given",
     "save_figure",
     "single_threaded",
     "timed",
@@ -55,6 +56,11 @@ class Experiment:
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     quickstart_order: int | None = None
     quickstart_args: tuple[str, ...] = ("--quick",)
+
+
+def given(value: Any, default: Any) -> Any:
+    """The command-line value when one was given (even 0, which validation then rejects)."""
+    return default if value is None else value
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -29,11 +29,12 @@ import numpy as np
 from tqdm import tqdm
 
 import minimax_core as mc
-from proofs_checks._numerics import minimize_smoothed, optimum_bracket, smoothed_value
+from proofs_checks._numerics import minimize_smoothed, smoothed_value
 from proofs_checks.softmax_rate import theory_step_size
 from proofs_checks.subgradient_rate import loglog_slope
 
-from ..common import Experiment, Report, save_figure, write_json
+from ..common import Experiment, Report, given, save_figure, write_json
+from ..theory import quadratic_instance
 
 NAME = "convergence"
 TEMPERATURES = (1.0, 0.1, 0.01)
@@ -61,18 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="problem seed")
 
 
-def _given(value: Any, default: Any) -> Any:
-    """The command-line value when one was given (even 0, which validation then rejects)."""
-    return default if value is None else value
-
-
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     quick = bool(args.quick)
     cfg = {
-        "num_tasks": _given(args.num_tasks, 10 if quick else 20),
-        "dim": _given(args.dim, 20 if quick else 50),
-        "steps": _given(args.steps, 2000 if quick else 10000),
-        "seeds": _given(args.seeds, 2 if quick else 3),
+        "num_tasks": given(args.num_tasks, 10 if quick else 20),
+        "dim": given(args.dim, 20 if quick else 50),
+        "steps": given(args.steps, 2000 if quick else 10000),
+        "seeds": given(args.seeds, 2 if quick else 3),
         "batch_size": args.batch_size,
         "problem_seed": args.seed,
         "mu": 1.0,
@@ -132,17 +128,14 @@ def _curve(problem: Any, run: dict[str, Any], cfg: dict[str, Any], seed: int) ->
 def run(args: argparse.Namespace) -> Report:
     cfg = _config(args)
     m, d, steps = cfg["num_tasks"], cfg["dim"], cfg["steps"]
-    problem = mc.problems.random_quadratic(
+    inst = quadratic_instance(
         m, d, mu=cfg["mu"], smoothness=cfg["smoothness"], seed=cfg["problem_seed"]
     )
-    bracket = optimum_bracket(problem)
-    f_star = bracket.upper
-    x0 = np.zeros(d)
-    v0, g0 = problem.losses(x0), problem.jacobian(x0)
+    problem, bracket, x0, v0, f_star = inst.problem, inst.bracket, inst.x0, inst.v0, inst.f_star
     # subgradient bound: G on the ball the method projects onto
-    radius = mc.bounds.initial_radius(v0, g0, problem.mu)
+    radius = mc.bounds.initial_radius(v0, problem.jacobian(x0), problem.mu)
     g_sub = problem.lipschitz(x0, radius)
-    g_star = float(np.max(np.linalg.norm(problem.jacobian(bracket.x), axis=1)))
+    g_star = inst.gradient_at_optimum()
     runs = _runs(cfg)
     for r in runs:
         if r["method"] == "softmax":

@@ -24,9 +24,9 @@ import numpy as np
 from tqdm import tqdm
 
 import minimax_core as mc
-from proofs_checks._numerics import optimum_bracket
 
-from ..common import Experiment, Report, save_figure, write_json
+from ..common import Experiment, Report, given, save_figure, write_json
+from ..theory import average_risk_minimiser, quadratic_instance
 
 NAME = "convex-combination"
 CONCENTRATIONS = (0.1, 1.0, 10.0)
@@ -47,17 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _given(value: Any, default: Any) -> Any:
-    """The command-line value when one was given (even 0, which validation then rejects)."""
-    return default if value is None else value
-
-
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     cfg = {
         "num_tasks": args.num_tasks,
         "dim": args.dim,
-        "seeds": _given(args.seeds, 3 if args.quick else 10),
-        "mixtures_per_concentration": _given(args.mixtures, 50 if args.quick else 200),
+        "seeds": given(args.seeds, 3 if args.quick else 10),
+        "mixtures_per_concentration": given(args.mixtures, 50 if args.quick else 200),
         "concentrations": list(CONCENTRATIONS),
         "mu": 1.0,
         "smoothness": 10.0,
@@ -66,14 +61,6 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         if cfg[key] < 1:
             raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
     return cfg
-
-
-def average_risk_minimiser(problem: mc.problems.QuadraticTasks) -> np.ndarray:
-    """``argmin_x mean_i L_i(x) = (sum_i A_i)^{-1} sum_i A_i c_i`` for quadratic tasks."""
-    a = problem.hessian_stack.sum(axis=0)
-    b = np.einsum("mij,mj->i", problem.hessian_stack, problem.centers)
-    out: np.ndarray = np.linalg.solve(a, b)
-    return out
 
 
 def _downstream_metrics(tasks: mc.problems.QuadraticTasks, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -87,10 +74,8 @@ def _downstream_metrics(tasks: mc.problems.QuadraticTasks, x: np.ndarray) -> dic
 
 def _one_seed(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     m, d = cfg["num_tasks"], cfg["dim"]
-    problem = mc.problems.random_quadratic(
-        m, d, mu=cfg["mu"], smoothness=cfg["smoothness"], seed=seed
-    )
-    bracket = optimum_bracket(problem)
+    inst = quadratic_instance(m, d, mu=cfg["mu"], smoothness=cfg["smoothness"], seed=seed)
+    problem, bracket = inst.problem, inst.bracket
     inits = {"minimax": bracket.x, "average": average_risk_minimiser(problem)}
     blocks = [("vertex", np.eye(m))]
     for k, alpha in enumerate(CONCENTRATIONS):

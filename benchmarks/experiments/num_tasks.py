@@ -27,16 +27,12 @@ import numpy as np
 from tqdm import tqdm
 
 import minimax_core as mc
-from proofs_checks._numerics import (
-    minimize_smoothed,
-    optimum_bracket,
-    smoothed_value,
-    softmax_weights,
-)
+from proofs_checks._numerics import minimize_smoothed, smoothed_value, softmax_weights
 from proofs_checks.softmax_rate import theory_step_size
 from proofs_checks.subgradient_rate import loglog_slope
 
-from ..common import Experiment, Report, save_figure, single_threaded, write_json
+from ..common import Experiment, Report, given, save_figure, single_threaded, write_json
+from ..theory import iterations_to_gap, quadratic_instance
 
 NAME = "num-tasks"
 FULL_TASKS = (2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -60,17 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _given(value: Any, default: Any) -> Any:
-    """The command-line value when one was given (even 0, which validation then rejects)."""
-    return default if value is None else value
-
-
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     cfg = {
-        "tasks": list(_given(args.tasks, QUICK_TASKS if args.quick else FULL_TASKS)),
+        "tasks": list(given(args.tasks, QUICK_TASKS if args.quick else FULL_TASKS)),
         "dim": args.dim,
-        "seeds": _given(args.seeds, 1 if args.quick else 3),
-        "budget": _given(args.budget, 5000 if args.quick else 20000),
+        "seeds": given(args.seeds, 1 if args.quick else 3),
+        "budget": given(args.budget, 5000 if args.quick else 20000),
         "eps_fraction": args.eps_fraction,
         "temperatures": list(TEMPERATURES),
         "mu": 1.0,
@@ -86,29 +77,6 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
-def _iterations(
-    problem: Any, tau: float, step: float, f_star: float, eps: float, budget: int
-) -> int | None:
-    hit: list[int] = []
-
-    def stop(it: mc.Iterate) -> bool:
-        if it.fun - f_star <= eps:
-            hit.append(it.step)
-            return True
-        return False
-
-    mc.minimize_max(
-        problem,
-        method="softmax",
-        temperature=tau,
-        step_size=step,
-        steps=budget,
-        tol=1e-300,
-        callback=stop,
-    )
-    return hit[0] if hit else None
-
-
 def _seconds_per_step(problem: Any, tau: float, steps: int = 200) -> float:
     with single_threaded():
         start = time.perf_counter()
@@ -119,17 +87,11 @@ def _seconds_per_step(problem: Any, tau: float, steps: int = 200) -> float:
 
 
 def _measure(m: int, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
-    d = cfg["dim"]
-    problem = mc.problems.random_quadratic(
-        m, d, mu=cfg["mu"], smoothness=cfg["smoothness"], seed=seed
-    )
-    bracket = optimum_bracket(problem)
-    f_star = bracket.upper
-    x0 = np.zeros(d)
-    v0 = problem.losses(x0)
-    initial_gap = float(np.max(v0)) - f_star
+    inst = quadratic_instance(m, cfg["dim"], mu=cfg["mu"], smoothness=cfg["smoothness"], seed=seed)
+    problem, bracket, x0, v0, f_star = inst.problem, inst.bracket, inst.x0, inst.v0, inst.f_star
+    initial_gap = inst.initial_gap
     eps = cfg["eps_fraction"] * initial_gap
-    g_star = float(np.max(np.linalg.norm(problem.jacobian(bracket.x), axis=1)))
+    g_star = inst.gradient_at_optimum()
     row: dict[str, Any] = {
         "num_tasks": m,
         "seed": seed,
@@ -156,7 +118,7 @@ def _measure(m: int, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
             "iterations_theorem": mc.bounds.softmax_iterations_at_temperature(
                 eps, tau, gap0_tau, rate, m
             ),
-            "iterations_oracle_step": _iterations(
+            "iterations_oracle_step": iterations_to_gap(
                 problem, tau, oracle_step, f_star, eps, cfg["budget"]
             ),
             "lipschitz_bound": g_bound,

@@ -36,7 +36,8 @@ from tqdm import tqdm
 import minimax_core as mc
 from proofs_checks._numerics import optimum_bracket
 
-from ..common import Experiment, Report, save_figure, write_json
+from ..common import Experiment, Report, given, save_figure, write_json
+from ..theory import average_risk_minimiser
 
 NAME = "sample-complexity"
 TARGET_FRACTIONS = (0.5, 0.3, 0.1)
@@ -70,20 +71,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="family seed")
 
 
-def _given(value: Any, default: Any) -> Any:
-    """The command-line value when one was given (even 0, which validation then rejects)."""
-    return default if value is None else value
-
-
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     cfg = {
         "num_tasks": args.num_tasks,
         "dim": args.dim,
         "mixtures": args.mixtures,
         "upstream_samples": args.upstream_samples,
-        "reps": _given(args.reps, 5 if args.quick else 16),
-        "max_samples": _given(args.max_samples, 1000),
-        "grid_points": _given(args.grid, 7 if args.quick else 10),
+        "reps": given(args.reps, 5 if args.quick else 16),
+        "max_samples": given(args.max_samples, 1000),
+        "grid_points": given(args.grid, 7 if args.quick else 10),
         "fine_tune_steps": args.fine_tune_steps,
         "family": {
             "mu": 0.5,
@@ -168,9 +164,7 @@ def run(args: argparse.Namespace) -> Report:
     upstream = family.empirical(cfg["upstream_samples"], seed=fam_cfg["seed"] + 1)
     quad = mc.problems.QuadraticTasks(upstream.hessian_stack, upstream.centers, upstream.offsets)
     bracket = optimum_bracket(quad)
-    x_avg = np.linalg.solve(
-        quad.hessian_stack.sum(axis=0), np.einsum("mij,mj->i", quad.hessian_stack, quad.centers)
-    )
+    x_avg = average_risk_minimiser(quad)
     inits = {"minimax": bracket.x, "average": x_avg}
     mixtures = np.concatenate(
         [

@@ -25,11 +25,12 @@ import numpy as np
 from tqdm import tqdm
 
 import minimax_core as mc
-from proofs_checks._numerics import minimize_smoothed, optimum_bracket, smoothed_value
+from proofs_checks._numerics import minimize_smoothed, smoothed_value
 from proofs_checks.softmax_rate import theory_step_size
 from proofs_checks.subgradient_rate import loglog_slope
 
-from ..common import Experiment, Report, save_figure, write_json
+from ..common import Experiment, Report, given, save_figure, write_json
+from ..theory import iterations_to_gap, quadratic_instance
 
 NAME = "temperature"
 
@@ -52,17 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="problem seed")
 
 
-def _given(value: Any, default: Any) -> Any:
-    """The command-line value when one was given (even 0, which validation then rejects)."""
-    return default if value is None else value
-
-
 def _config(args: argparse.Namespace) -> dict[str, Any]:
     cfg = {
         "num_tasks": args.num_tasks,
         "dim": args.dim,
-        "num_temperatures": _given(args.temperatures, 7 if args.quick else 13),
-        "budget": _given(args.budget, 5000 if args.quick else 50000),
+        "num_temperatures": given(args.temperatures, 7 if args.quick else 13),
+        "budget": given(args.budget, 5000 if args.quick else 50000),
         "eps_fraction": args.eps_fraction,
         "problem_seed": args.seed,
         "mu": 1.0,
@@ -77,44 +73,16 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
-def _iterations(
-    problem: Any, temperature: float, step: float, f_star: float, eps: float, budget: int
-) -> int | None:
-    """First ``t`` with ``F(x_t) - F* <= eps`` for softmax GD with a constant step, or
-    ``None`` if the budget ran out first."""
-    hit: list[int] = []
-
-    def stop(it: mc.Iterate) -> bool:
-        if it.fun - f_star <= eps:
-            hit.append(it.step)
-            return True
-        return False
-
-    mc.minimize_max(
-        problem,
-        method="softmax",
-        temperature=temperature,
-        step_size=step,
-        steps=budget,
-        tol=1e-300,
-        callback=stop,
-    )
-    return hit[0] if hit else None
-
-
 def run(args: argparse.Namespace) -> Report:
     cfg = _config(args)
     m, d = cfg["num_tasks"], cfg["dim"]
-    problem = mc.problems.random_quadratic(
+    inst = quadratic_instance(
         m, d, mu=cfg["mu"], smoothness=cfg["smoothness"], seed=cfg["problem_seed"]
     )
-    bracket = optimum_bracket(problem)
-    f_star = bracket.upper
-    x0 = np.zeros(d)
-    v0 = problem.losses(x0)
-    initial_gap = float(np.max(v0)) - f_star
+    problem, bracket, x0, v0, f_star = inst.problem, inst.bracket, inst.x0, inst.v0, inst.f_star
+    initial_gap = inst.initial_gap
     eps = cfg["eps_fraction"] * initial_gap
-    g_star = float(np.max(np.linalg.norm(problem.jacobian(bracket.x), axis=1)))
+    g_star = inst.gradient_at_optimum()
     taus = np.geomspace(*cfg["temperature_range"], cfg["num_temperatures"])
     rows = []
     for tau in tqdm(taus, desc=NAME):
@@ -139,12 +107,12 @@ def run(args: argparse.Namespace) -> Report:
                 "lipschitz_bound": g_bound,
                 "iterations_theory_bound": theory,
                 "iterations_theory_step": (
-                    _iterations(problem, tau, eta, f_star, eps, cfg["budget"])
+                    iterations_to_gap(problem, tau, eta, f_star, eps, cfg["budget"])
                     if reachable
                     else None
                 ),
                 "iterations_oracle_step": (
-                    _iterations(problem, tau, oracle_step, f_star, eps, cfg["budget"])
+                    iterations_to_gap(problem, tau, oracle_step, f_star, eps, cfg["budget"])
                     if reachable
                     else None
                 ),
