@@ -29,6 +29,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from minimax_core._atomic import atomic_path
+
 __all__ = [
     "AUSTEN_NOVELS",
     "DATA_DIR",
@@ -315,14 +317,10 @@ def write_excerpt(
             kept.append(p)
             words += len(p.split())
         path = out_dir / f"{doc.name}.txt.xz"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            with lzma.open(tmp, "wt", encoding="utf-8", preset=9 | lzma.PRESET_EXTREME) as fh:
-                fh.write("\n\n".join(kept) + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with (
+            atomic_path(path) as tmp,
+            lzma.open(tmp, "wt", encoding="utf-8", preset=9 | lzma.PRESET_EXTREME) as fh,
+        ):
+            fh.write("\n\n".join(kept) + "\n")
         paths.append(path)
     return paths

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from minimax_core._atomic import atomic_path
+
 from .corpus import Document, cache_dir, load_corpus
 from .masking import MaskingConfig, MlmBatches
 from .model import (
@@ -148,20 +150,10 @@ def prepare_data(
 
 def save_bundle(data: PosBertData, folder: Path) -> Path:
     """Write ``tagged.json.gz`` and ``tokenizer.json`` (what a machine without spaCy needs)."""
-    import os
-    import tempfile
-
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     data.corpus.save(folder / "tagged.json.gz")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tokenizer.", suffix=".tmp")
-    os.close(fd)
-    try:
-        data.tokenizer.save(tmp)
-        os.replace(tmp, folder / "tokenizer.json")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(folder / "tokenizer.json") as tmp:
+        data.tokenizer.save(str(tmp))
     return folder
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
+
+from minimax_core._atomic import atomic_path
 
 from .corpus import Document, cache_dir, corpus_fingerprint
 
@@ -95,16 +95,11 @@ class TaggedCorpus:
             "sentences": rows,
         }
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6) as fh:
-                json.dump(payload, fh, separators=(",", ":"))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with (
+            atomic_path(path) as tmp,
+            gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6) as fh,
+        ):
+            json.dump(payload, fh, separators=(",", ":"))
         return path
 
     @classmethod

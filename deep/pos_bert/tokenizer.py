@@ -10,13 +10,13 @@ carries the word's POS tag to every piece.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from minimax_core._atomic import atomic_path
 
 from .corpus import cache_dir
 from .tagging import Sentence, TaggedCorpus
@@ -110,15 +110,8 @@ def build_tokenizer(
     if path.is_file():
         return Tokenizer.from_file(str(path))
     tok = train_wordpiece(corpus, vocab_size, lowercase=lowercase)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        tok.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tok.save(str(tmp))
     return tok
 
 
