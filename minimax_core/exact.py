@@ -60,6 +60,17 @@ import scipy.linalg
 from numpy.typing import NDArray
 
 from . import bounds
+from ._common import (
+    BUDGET,
+    CALLBACK,
+    CONVERGED,
+    NO_CERTIFICATE,
+    NON_FINITE,
+    STALLED,
+    Oracle,
+    all_finite,
+    check_first_outputs,
+)
 from .simplex_qp import solve_simplex_qp
 
 __all__ = [
@@ -76,9 +87,6 @@ Float = NDArray[np.float64]
 Callback = Callable[[int, Float, float], bool]
 
 ALGORITHMS = ("interior_point", "gradient_mapping")
-
-#: Status codes, shared with :class:`minimax_core.solvers.Result` (4 is specific here).
-CONVERGED, BUDGET, CALLBACK, NON_FINITE, STALLED, NO_CERTIFICATE = 0, 1, 2, 3, 4, 5
 
 _FRACTION = 0.995  # fraction to the boundary kept by interior-point steps
 _STALL_WINDOW = 25  # iterations without a 10% better certificate before giving up
@@ -175,46 +183,34 @@ def _target(fun: float, tol: float, atol: float) -> float:
 
 
 class _Model(Protocol):
-    """What the interior-point method needs from the tasks."""
+    """What the interior-point method needs from the tasks (calling it evaluates them)."""
 
     exact_steps: bool
     quadratic: bool
     nfev: int
     passes: int
 
-    def evaluate(self, x: Float) -> tuple[Float, Float]: ...
+    def __call__(self, x: Float) -> tuple[Float, Float]: ...
 
     def weighted_hessian(self, x: Float, weights: Float) -> Float: ...
 
     def products(self, direction: Float) -> Float: ...
 
 
-def _as_float(values: Any, jac: Any) -> tuple[Float, Float]:
-    return np.asarray(values, dtype=np.float64), np.asarray(jac, dtype=np.float64)
-
-
-class _QuadraticModel:
+class _QuadraticModel(Oracle):
     """Quadratic tasks: ``sum_i w_i A_i`` and ``A_i v`` are single passes over the stack."""
 
     exact_steps = True
     quadratic = True
 
     def __init__(self, problem: Any) -> None:
+        super().__init__(problem)
         stack = np.ascontiguousarray(problem.hessian_stack, dtype=np.float64)
         m, d, _ = stack.shape
-        self.problem = problem
         self.rows = stack.reshape(m * d, d)  # (A_1; ...; A_M) for all A_i v at once
         self.flat = stack.reshape(m, d * d)  # for sum_i w_i A_i
         self.shape = (m, d)
-        self.nfev = 0
         self.passes = 0
-
-    def evaluate(self, x: Float) -> tuple[Float, Float]:
-        self.nfev += 1
-        vj = getattr(self.problem, "value_and_jacobian", None)
-        if vj is not None:
-            return _as_float(*vj(x))
-        return _as_float(self.problem.losses(x), self.problem.jacobian(x))
 
     def weighted_hessian(self, x: Float, weights: Float) -> Float:
         self.passes += 1
@@ -228,23 +224,15 @@ class _QuadraticModel:
         return out
 
 
-class _HessianModel:
+class _HessianModel(Oracle):
     """Smooth tasks with ``hessians(x)``: steps are checked by evaluating the losses."""
 
     exact_steps = False
     quadratic = False
 
     def __init__(self, problem: Any) -> None:
-        self.problem = problem
-        self.nfev = 0
+        super().__init__(problem)
         self.passes = 0
-        self._vj = getattr(problem, "value_and_jacobian", None)
-
-    def evaluate(self, x: Float) -> tuple[Float, Float]:
-        self.nfev += 1
-        if self._vj is not None:
-            return _as_float(*self._vj(x))
-        return _as_float(self.problem.losses(x), self.problem.jacobian(x))
 
     def weighted_hessian(self, x: Float, weights: Float) -> Float:
         self.passes += 1
@@ -328,25 +316,6 @@ _MESSAGES = {
 }
 
 
-def _check_first(problem: Any, values: Float, jac: Float) -> None:
-    """Shapes and finiteness of the first evaluation, with errors that name the method."""
-    m, d = problem.num_tasks, problem.dim
-    if values.shape != (m,):
-        raise ValueError(
-            f"problem.losses(x) must return shape (num_tasks,) = ({m},), got {values.shape}"
-        )
-    if jac.shape != (m, d):
-        raise ValueError(
-            f"problem.jacobian(x) must return shape (num_tasks, dim) = ({m}, {d}), got {jac.shape}"
-        )
-    if not _finite(values, jac):
-        raise ValueError("problem.losses/jacobian returned NaN or Inf at x0")
-
-
-def _finite(*arrays: Float) -> bool:
-    return all(bool(np.all(np.isfinite(a))) for a in arrays)
-
-
 def _prune(weights: Float, slacks: Float) -> Float:
     """Weights with the negligible multipliers set to 0 (renormalised): a task is kept
     when its weight is not tiny next to the largest one (the slack decides ties of scale)."""
@@ -359,12 +328,44 @@ def _prune(weights: Float, slacks: Float) -> Float:
     return pruned
 
 
-def _no_certificate_message(mu: float, quadratic: bool) -> str | None:
-    if mu > 0 or quadratic:
-        return None
-    return (
-        "no certificate: the tasks' strong convexity mu is unknown (pass mu=... or give the "
-        "problem a mu attribute), so F(x) - F* cannot be bounded"
+_NO_CERTIFICATE_NOTE = (
+    "no certificate: the tasks' strong convexity mu is unknown (pass mu=... or give the "
+    "problem a mu attribute), so F(x) - F* cannot be bounded"
+)
+
+
+def _solution(
+    algorithm: str,
+    status: int,
+    x: Float,
+    fun: float,
+    weights: Float,
+    lower: float,
+    nit: int,
+    nfev: int,
+    trace: _Trace,
+    *,
+    certified: bool,
+    info: dict[str, Any],
+) -> ExactSolution:
+    """The :class:`ExactSolution` of either algorithm; the message says why there is no
+    certificate when the problem cannot give one (``mu`` unknown, tasks not quadratic)."""
+    message = _MESSAGES[status]
+    if not certified and status != CONVERGED:
+        message = f"{message}; {_NO_CERTIFICATE_NOTE}"
+    return ExactSolution(
+        x=x,
+        fun=fun,
+        weights=weights,
+        lower_bound=lower,
+        certificate=fun - lower,
+        nit=nit,
+        nfev=nfev,
+        status=status,
+        message=message,
+        algorithm=algorithm,
+        history=trace.history(),
+        info=info,
     )
 
 
@@ -424,8 +425,8 @@ def interior_point(
     """
     model: _Model = _QuadraticModel(problem) if is_quadratic(problem) else _HessianModel(problem)
     x = np.array(x0, dtype=np.float64)
-    values, jac = model.evaluate(x)
-    _check_first(problem, values, jac)
+    values, jac = model(x)
+    check_first_outputs(problem, values, jac)
     m = values.shape[0]
     fun = float(np.max(values))
     theta = max(fun - float(np.min(values)), 1e-2 * abs(fun), 1e-12)
@@ -444,9 +445,9 @@ def interior_point(
         exact_hessian = (lambda: hess / total) if model.quadratic else None  # noqa: B023
         lower = _lower_bound(values, jac, weights, mu, exact_hessian, target)
         if fun - lower <= target and not fresh:
-            values, jac = model.evaluate(x)  # drop the round-off of the incremental updates
+            values, jac = model(x)  # drop the round-off of the incremental updates
             fresh = True
-            if not _finite(values, jac):
+            if not all_finite(values, jac):
                 status = NON_FINITE
                 break
             fun = float(np.max(values))
@@ -514,16 +515,16 @@ def interior_point(
                     jac + alpha * prod,
                 )
             else:
-                trial = model.evaluate(x + alpha * dx)
+                trial = model(x + alpha * dx)
             new_merit = _merit(
                 trial[0], trial[1], t + alpha * dt, slack + alpha * ds, lam + alpha * dlam, centre
             )
-            if _finite(*trial) and new_merit <= (1.0 - 1e-4 * alpha) * merit:
+            if all_finite(*trial) and new_merit <= (1.0 - 1e-4 * alpha) * merit:
                 break
             alpha *= 0.5
         values, jac = trial
         fresh = not model.exact_steps
-        if not _finite(values, jac):
+        if not all_finite(values, jac):
             status = NON_FINITE
             break
         x = x + alpha * dx
@@ -535,7 +536,7 @@ def interior_point(
         t = max(t, float(np.max(values + slack)))
         slack = t - values
     if not fresh and status != NON_FINITE:
-        values, jac = model.evaluate(x)
+        values, jac = model(x)
         fun = float(np.max(values))
         weights = lam / float(lam.sum())
         exact_hessian = (lambda: model.weighted_hessian(x, weights)) if model.quadratic else None
@@ -545,24 +546,18 @@ def interior_point(
     )
     if trace.steps and trace.steps[-1] == it and math.isfinite(lower):
         trace.certs[-1] = fun - lower  # the history ends with the returned certificate
-    message = _MESSAGES[status]
-    info: dict[str, Any] = {"hessian_passes": model.passes, "regularisation": shift}
-    note = _no_certificate_message(mu, model.quadratic)
-    if note is not None and status != CONVERGED:
-        message = f"{message}; {note}"
-    return ExactSolution(
-        x=x,
-        fun=fun,
-        weights=weights,
-        lower_bound=lower,
-        certificate=fun - lower,
-        nit=it,
-        nfev=model.nfev,
-        status=status,
-        message=message,
-        algorithm="interior_point",
-        history=trace.history(),
-        info=info,
+    return _solution(
+        "interior_point",
+        status,
+        x,
+        fun,
+        weights,
+        lower,
+        it,
+        model.nfev,
+        trace,
+        certified=mu > 0 or model.quadratic,
+        info={"hessian_passes": model.passes, "regularisation": shift},
     )
 
 
@@ -604,20 +599,7 @@ def _merit(values: Float, jac: Float, t: float, slack: Float, lam: Float, centre
 # --------------------------------------------------------------------------- gradient mapping
 
 
-class _Evaluator:
-    def __init__(self, problem: Any) -> None:
-        self.problem = problem
-        self.nfev = 0
-        self._vj = getattr(problem, "value_and_jacobian", None)
-
-    def __call__(self, x: Float) -> tuple[Float, Float]:
-        self.nfev += 1
-        if self._vj is not None:
-            return _as_float(*self._vj(x))
-        return _as_float(self.problem.losses(x), self.problem.jacobian(x))
-
-
-def _secant_smoothness(evaluate: _Evaluator, x: Float, jac: Float) -> float:
+def _secant_smoothness(evaluate: Oracle, x: Float, jac: Float) -> float:
     """``max_i ||grad L_i(x') - grad L_i(x)|| / ||x' - x||`` along a short step of the
     mean gradient: a starting guess that backtracking corrects upwards."""
     direction = jac.mean(axis=0)
@@ -649,10 +631,10 @@ def gradient_mapping(
     sqrt mu)`` and the certificate; with ``mu = 0`` there is no certificate and the
     result cannot succeed.
     """
-    evaluate = _Evaluator(problem)
+    evaluate = Oracle(problem)
     x = np.array(x0, dtype=np.float64)
     values, jac = evaluate(x)
-    _check_first(problem, values, jac)
+    check_first_outputs(problem, values, jac)
     adaptive = smoothness is None
     lip = _secant_smoothness(evaluate, x, jac) if smoothness is None else float(smoothness)
     trace = _Trace(callback)
@@ -677,7 +659,7 @@ def gradient_mapping(
             step = x_new - y
             model = values + jac @ step + 0.5 * lip * float(step @ step)
             slack = 1e-12 * max(1.0, float(np.max(np.abs(values))))
-            if _finite(new_values, new_jac) and np.all(new_values <= model + slack):
+            if all_finite(new_values, new_jac) and np.all(new_values <= model + slack):
                 break
             lip *= 2.0
             backtracks += 1
@@ -722,25 +704,20 @@ def gradient_mapping(
             values, jac = new_values, new_jac
         else:
             values, jac = evaluate(y)
-        if not _finite(values, jac):
+        if not all_finite(values, jac):
             status = NON_FINITE
             break
-    message = _MESSAGES[status]
-    note = _no_certificate_message(mu, False)
-    if note is not None:
-        message = f"{message}; {note}"
-    return ExactSolution(
-        x=best_x,
-        fun=best_fun,
-        weights=best_weights,
-        lower_bound=lower,
-        certificate=best_fun - lower,
-        nit=it,
-        nfev=evaluate.nfev,
-        status=status,
-        message=message,
-        algorithm="gradient_mapping",
-        history=trace.history(),
+    return _solution(
+        "gradient_mapping",
+        status,
+        best_x,
+        best_fun,
+        best_weights,
+        lower,
+        it,
+        evaluate.nfev,
+        trace,
+        certified=mu > 0,
         info={"smoothness": lip, "backtracks": backtracks},
     )
 

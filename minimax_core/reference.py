@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ._common import CONVERGED, NOT_OPTIMAL
 from .problems import check_problem
 from .solvers import Result
 
@@ -74,7 +75,7 @@ def solve_cvxpy(problem: Any, *, solver_options: dict[str, Any] | None = None) -
         nit=int(getattr(stats, "num_iters", 0) or 0),
         nfev=0,
         success=ok,
-        status=0 if ok else 6,
+        status=CONVERGED if ok else NOT_OPTIMAL,
         message=f"cvxpy/clarabel status: {status}",
         method="cvxpy",
         history={"step": np.zeros(0, dtype=np.int64), "fun": np.zeros(0)},

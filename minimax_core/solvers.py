@@ -41,6 +41,16 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import bounds, exact, weights
+from ._common import (
+    BUDGET,
+    CALLBACK,
+    CONVERGED,
+    NON_FINITE,
+    STALLED,
+    Oracle,
+    all_finite,
+    check_first_outputs,
+)
 from .problems import check_problem
 
 __all__ = ["METHODS", "Iterate", "Result", "geometric_grid", "minimize_max"]
@@ -91,42 +101,6 @@ def geometric_grid(steps: int, num: int = 100) -> NDArray[np.int64]:
 # --------------------------------------------------------------------------- plumbing
 
 
-class _Oracle:
-    """Counts evaluations and checks the problem's outputs once."""
-
-    def __init__(self, problem: Any) -> None:
-        self.problem = problem
-        self.nfev = 0
-        self._vj = getattr(problem, "value_and_jacobian", None)
-
-    def __call__(self, x: Float) -> tuple[Float, Float]:
-        self.nfev += 1
-        if self._vj is not None:
-            v, g = self._vj(x)
-        else:
-            v, g = self.problem.losses(x), self.problem.jacobian(x)
-        return np.asarray(v, dtype=np.float64), np.asarray(g, dtype=np.float64)
-
-    def sample(self, x: Float, batch_size: int, rng: np.random.Generator) -> tuple[Float, Float]:
-        self.nfev += 1
-        v, g = self.problem.sample(x, batch_size, rng)
-        return np.asarray(v, dtype=np.float64), np.asarray(g, dtype=np.float64)
-
-
-def _check_outputs(problem: Any, values: Float, jac: Float) -> None:
-    m, d = problem.num_tasks, problem.dim
-    if values.shape != (m,):
-        raise ValueError(
-            f"problem.losses(x) must return shape (num_tasks,) = ({m},), got {values.shape}"
-        )
-    if jac.shape != (m, d):
-        raise ValueError(
-            f"problem.jacobian(x) must return shape (num_tasks, dim) = ({m}, {d}), got {jac.shape}"
-        )
-    if not (np.all(np.isfinite(values)) and np.all(np.isfinite(jac))):
-        raise ValueError("problem.losses/jacobian returned NaN or Inf at x0")
-
-
 def _max_loss(problem: Any, x: Float) -> float:
     return float(np.max(problem.losses(x)))
 
@@ -139,7 +113,7 @@ class _Recorder:
         problem: Any,
         steps: int,
         callback: Callable[[Iterate], bool | None] | None,
-        oracle: _Oracle,
+        oracle: Oracle,
     ) -> None:
         self.problem = problem
         self.grid = set(geometric_grid(steps).tolist())
@@ -170,10 +144,10 @@ class _Recorder:
 
 
 _MESSAGES = {
-    0: "converged: tolerance met",
-    1: "step budget reached before the tolerance",
-    2: "stopped by the callback",
-    3: "diverged: non-finite losses or gradients",
+    CONVERGED: "converged: tolerance met",
+    BUDGET: "step budget reached before the tolerance",
+    CALLBACK: "stopped by the callback",
+    NON_FINITE: "diverged: non-finite losses or gradients",
 }
 
 
@@ -190,13 +164,13 @@ def _result(
     message: str | None = None,
 ) -> Result:
     rec.record(nit, x, force=True)
-    fun = _max_loss(rec.problem, x) if status != 3 else math.nan
+    fun = _max_loss(rec.problem, x) if status != NON_FINITE else math.nan
     return Result(
         x=x,
         fun=fun,
         nit=nit,
         nfev=rec.oracle.nfev,
-        success=status == 0,
+        success=status == CONVERGED,
         status=status,
         message=message or _MESSAGES[status],
         method=method,
@@ -308,7 +282,7 @@ _ARMIJO_HALVINGS = 60
 
 
 def _armijo(
-    oracle: _Oracle,
+    oracle: Oracle,
     x: Float,
     direction: Float,
     f_tau: float,
@@ -330,7 +304,7 @@ def _armijo(
     for _ in range(_ARMIJO_HALVINGS):
         x_new = x - eta * direction
         v, g = oracle(x_new)
-        if np.all(np.isfinite(v)) and np.all(np.isfinite(g)):
+        if all_finite(v, g):
             value = smoothed_max(v, temperature)
             if value <= f_tau - _ARMIJO_C * eta * sq:
                 return eta, x_new, v, g
@@ -381,7 +355,7 @@ def _softmax(
         raise ValueError(
             "line_search='armijo' and final_temperature need exact losses: stochastic=False"
         )
-    problem, oracle = setup.problem, _Oracle(setup.problem)
+    problem, oracle = setup.problem, Oracle(setup.problem)
     mu = getattr(problem, "mu", None) if setup.mu is None else setup.mu
     if final < temperature and not mu:
         raise ValueError(
@@ -391,7 +365,7 @@ def _softmax(
     rec = _Recorder(problem, setup.steps, setup.callback, oracle)
     x = setup.x0.copy()
     v, g = oracle(x)
-    _check_outputs(problem, v, g)
+    check_first_outputs(problem, v, g)
     armijo = line_search == "armijo"
     tau = temperature
     if armijo:
@@ -402,15 +376,15 @@ def _softmax(
     log_m = math.log(problem.num_tasks)
     stages = [(0, tau)]
     avg = _Averager(x)
-    status, t, grad_norm, w = 1, 0, math.inf, weights.softmax_weights(v, tau)
+    status, t, grad_norm, w = BUDGET, 0, math.inf, weights.softmax_weights(v, tau)
     message = None
     for t in range(setup.steps + 1):
         if setup.stochastic and t > 0:
             v, g = oracle.sample(x, setup.batch_size, setup.rng)
         elif t > 0 and not armijo:
             v, g = oracle(x)
-        if not (np.all(np.isfinite(v)) and np.all(np.isfinite(g))):
-            status = 3
+        if not all_finite(v, g):
+            status = NON_FINITE
             break
         w = weights.softmax_weights(v, tau)
         direction = w @ g
@@ -425,17 +399,17 @@ def _softmax(
                 eta = _softmax_step_size(setup, v, g, tau, center=x)
         rec.record(t, avg.mean if setup.stochastic else x)
         if rec.stop_requested(t, x, float(np.max(v))):
-            status = 2
+            status = CALLBACK
             break
         if not setup.stochastic and grad_norm <= setup.tol and tau == final:
-            status = 0
+            status = CONVERGED
             break
         if t == setup.steps:
             break
         if armijo:
             trial = _armijo(oracle, x, direction, smoothed_max(v, tau), tau, eta * _ARMIJO_GROWTH)
             if trial is None:
-                status = 4
+                status = STALLED
                 message = "stalled: the line search found no decrease of F_tau (round-off)"
                 break
             eta, x, v, g = trial
@@ -446,7 +420,7 @@ def _softmax(
             avg.add(t + 1, x)
     x_out = avg.mean if setup.stochastic else x
     cert = None
-    if not setup.stochastic and mu and status != 3:
+    if not setup.stochastic and mu and status != NON_FINITE:
         sandwich = bounds.smoothed_gap_bound(tau, problem.num_tasks) + grad_norm**2 / (2 * mu)
         dual = float(np.max(v)) - bounds.dual_lower_bound(v, g, w, mu)
         cert = min(sandwich, dual)
@@ -477,11 +451,11 @@ def _subgradient(
     radius: float | None = None,
     step_size: float | None = None,
 ) -> Result:
-    problem, oracle = setup.problem, _Oracle(setup.problem)
+    problem, oracle = setup.problem, Oracle(setup.problem)
     rec = _Recorder(problem, setup.steps, setup.callback, oracle)
     x0 = setup.x0
     v, g = oracle(x0)
-    _check_outputs(problem, v, g)
+    check_first_outputs(problem, v, g)
     mu = setup.mu if setup.mu is not None else getattr(problem, "mu", None)
     smooth = _constant(problem, "smoothness", setup.smoothness, "subgradient")
     if schedule is None:
@@ -504,12 +478,12 @@ def _subgradient(
     x = x0.copy()
     avg = _Averager(x)
     best_x, best_f = x.copy(), math.inf
-    status, t = 1, 0
+    status, t = BUDGET, 0
     for t in range(1, setup.steps + 2):
         if t > 1:
             v, g = oracle.sample(x, setup.batch_size, setup.rng) if setup.stochastic else oracle(x)
-        if not (np.all(np.isfinite(v)) and np.all(np.isfinite(g))):
-            status = 3
+        if not all_finite(v, g):
+            status = NON_FINITE
             break
         fx = float(np.max(v))
         if schedule == "strongly_convex":
@@ -518,7 +492,7 @@ def _subgradient(
             best_f, best_x = fx, x.copy()
         rec.record(t - 1, avg.mean if schedule == "strongly_convex" else best_x)
         if rec.stop_requested(t - 1, x, fx):
-            status = 2
+            status = CALLBACK
             break
         if t - 1 == setup.steps:
             break
@@ -537,31 +511,31 @@ def _subgradient(
 
 
 def _average(setup: _Setup, *, step_size: float | None = None) -> Result:
-    problem, oracle = setup.problem, _Oracle(setup.problem)
+    problem, oracle = setup.problem, Oracle(setup.problem)
     rec = _Recorder(problem, setup.steps, setup.callback, oracle)
     x = setup.x0.copy()
     v, g = oracle(x)
-    _check_outputs(problem, v, g)
+    check_first_outputs(problem, v, g)
     mu = setup.mu if setup.mu is not None else float(getattr(problem, "mu", 0.0) or 0.0)
     if step_size is None:
         smooth = _constant(problem, "smoothness", setup.smoothness, "average")
         step_size = 2.0 / (mu + smooth)
     avg = _Averager(x)
-    status, t, grad_norm = 1, 0, math.inf
+    status, t, grad_norm = BUDGET, 0, math.inf
     for t in range(setup.steps + 1):
         if t > 0:
             v, g = oracle.sample(x, setup.batch_size, setup.rng) if setup.stochastic else oracle(x)
-        if not (np.all(np.isfinite(v)) and np.all(np.isfinite(g))):
-            status = 3
+        if not all_finite(v, g):
+            status = NON_FINITE
             break
         direction = g.mean(axis=0)
         grad_norm = float(np.linalg.norm(direction))
         rec.record(t, avg.mean if setup.stochastic else x)
         if rec.stop_requested(t, x, float(np.max(v))):
-            status = 2
+            status = CALLBACK
             break
         if not setup.stochastic and grad_norm <= setup.tol:
-            status = 0
+            status = CONVERGED
             break
         if t == setup.steps:
             break
@@ -580,11 +554,11 @@ def _average(setup: _Setup, *, step_size: float | None = None) -> Result:
 def _group_dro(
     setup: _Setup, *, step_size: float | None = None, weight_step_size: float | None = None
 ) -> Result:
-    problem, oracle = setup.problem, _Oracle(setup.problem)
+    problem, oracle = setup.problem, Oracle(setup.problem)
     rec = _Recorder(problem, setup.steps, setup.callback, oracle)
     x0 = setup.x0
     v, g = oracle(x0)
-    _check_outputs(problem, v, g)
+    check_first_outputs(problem, v, g)
     mu = _constant(problem, "mu", setup.mu, "group_dro")
     if mu <= 0 and step_size is None:
         raise ValueError(
@@ -602,18 +576,18 @@ def _group_dro(
     state = rule.init(problem.num_tasks)
     x = x0.copy()
     avg = _Averager(x)
-    status, t = 1, 0
+    status, t = BUDGET, 0
     q = np.full(problem.num_tasks, 1.0 / problem.num_tasks)
     for t in range(1, setup.steps + 2):
         if t > 1:
             v, g = oracle.sample(x, setup.batch_size, setup.rng) if setup.stochastic else oracle(x)
-        if not (np.all(np.isfinite(v)) and np.all(np.isfinite(g))):
-            status = 3
+        if not all_finite(v, g):
+            status = NON_FINITE
             break
         avg.add(t, x)
         rec.record(t - 1, avg.mean)
         if rec.stop_requested(t - 1, x, float(np.max(v))):
-            status = 2
+            status = CALLBACK
             break
         if t - 1 == setup.steps:
             break
