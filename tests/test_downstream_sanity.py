@@ -28,12 +28,7 @@ FILLER = "the a cat dog sat ran on mat big small".split()
 KEYS = ("red", "green", "blue", "gold")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

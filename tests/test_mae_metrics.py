@@ -12,14 +12,7 @@ from deep.mae import downstream as ds
 from deep.mae.model import MAEConfig, MultiModalMAE
 from deep.mae.pipeline import normalised_scores
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread, and CI shares its 2 cores between workers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_accuracy():

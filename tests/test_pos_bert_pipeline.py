@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("spacy")
 
@@ -39,12 +38,7 @@ WORDS = 1500  # per novel: 9k words, tagged by spaCy in a second or two
 DATA = DataConfig(words_per_document=WORDS, vocab_size=3000, max_len=64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
