@@ -42,6 +42,7 @@ __all__ = [
     "load_janeaustenr",
     "load_text_files",
     "paragraphs_from_lines",
+    "truncate_documents",
     "write_excerpt",
 ]
 
@@ -299,6 +300,20 @@ def corpus_fingerprint(documents: Sequence[Document]) -> str:
     return h.hexdigest()[:16]
 
 
+def truncate_documents(documents: Sequence[Document], max_words: int) -> tuple[Document, ...]:
+    """The first whole paragraphs of each document, up to ``max_words`` words."""
+    out = []
+    for doc in documents:
+        kept, words = [], 0
+        for p in doc.paragraphs:
+            if words >= max_words:
+                break
+            kept.append(p)
+            words += len(p.split())
+        out.append(Document(doc.name, tuple(kept)))
+    return tuple(out)
+
+
 def write_excerpt(
     documents: Sequence[Document], out_dir: Path, words_per_document: int = 25_000
 ) -> list[Path]:
@@ -309,18 +324,12 @@ def write_excerpt(
         raise ValueError(f"words_per_document must be >= 1, got {words_per_document}")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for doc in documents:
-        kept, words = [], 0
-        for p in doc.paragraphs:
-            if words >= words_per_document:
-                break
-            kept.append(p)
-            words += len(p.split())
+    for doc in truncate_documents(documents, words_per_document):
         path = out_dir / f"{doc.name}.txt.xz"
         with (
             atomic_path(path) as tmp,
             lzma.open(tmp, "wt", encoding="utf-8", preset=9 | lzma.PRESET_EXTREME) as fh,
         ):
-            fh.write("\n\n".join(kept) + "\n")
+            fh.write("\n\n".join(doc.paragraphs) + "\n")
         paths.append(path)
     return paths

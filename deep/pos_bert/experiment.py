@@ -386,15 +386,18 @@ def pretraining_figure(payload: dict[str, Any], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(methods) + 1, figsize=(4.2 * (len(methods) + 1), 4.2))
     colors = plt.get_cmap("tab10")
     styles = {"minimax": "-", "average": "--", "mlm": ":"}
-    ymin, ymax = np.inf, 0.0
-    for ax, method in zip(axes, methods, strict=False):
+    smoothed = {}  # method -> (steps, per-POS curves: mean over seeds, smoothed)
+    for method in methods:
         rec = payload["pretraining"][method]
-        steps = np.asarray(rec["curve_step"][0])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             curves = _smooth(
                 np.nanmean(np.asarray(rec["curve_pos_losses"], dtype=float), axis=0), 5
             )
+        smoothed[method] = (np.asarray(rec["curve_step"][0]), curves)
+    ymin, ymax = np.inf, 0.0
+    for ax, method in zip(axes, methods, strict=False):
+        steps, curves = smoothed[method]
         for j, name in enumerate(names):
             ax.plot(steps, curves[:, j], color=colors(j), lw=1.5, label=name)
         ymax = max(ymax, float(np.nanmax(curves)))
@@ -408,13 +411,7 @@ def pretraining_figure(payload: dict[str, Any], path: Path) -> Path:
     axes[0].legend(fontsize=8, ncol=2, title="POS task")
     ax = axes[-1]
     for method in methods:
-        rec = payload["pretraining"][method]
-        steps = np.asarray(rec["curve_step"][0])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            curves = _smooth(
-                np.nanmean(np.asarray(rec["curve_pos_losses"], dtype=float), axis=0), 5
-            )
+        steps, curves = smoothed[method]
         ls = styles.get(method, "-")
         ax.plot(
             steps, np.nanmax(curves, axis=1), ls, color="C3", lw=1.8, label=f"{method}: worst POS"

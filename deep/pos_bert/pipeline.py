@@ -21,7 +21,6 @@ them on held-out paragraphs with fixed masks.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 
 from minimax_core._atomic import atomic_path
 
-from .corpus import Document, cache_dir, load_corpus
+from .corpus import cache_dir, load_corpus, truncate_documents
 from .masking import MaskingConfig, MlmBatches
 from .model import (
     MaskedPositionsMLM,
@@ -104,20 +103,6 @@ class PosBertData(NamedTuple):
 
     def hf_tokenizer(self) -> Any:
         return hf_tokenizer(self.tokenizer, model_max_length=self.train.input_ids.shape[1])
-
-
-def truncate_documents(documents: Sequence[Document], max_words: int) -> tuple[Document, ...]:
-    """The first whole paragraphs of each document, up to ``max_words`` words."""
-    out = []
-    for doc in documents:
-        kept, words = [], 0
-        for p in doc.paragraphs:
-            if words >= max_words:
-                break
-            kept.append(p)
-            words += len(p.split())
-        out.append(Document(doc.name, tuple(kept)))
-    return tuple(out)
 
 
 def _encode(
