@@ -268,8 +268,13 @@ def ema(decay: float = 0.0) -> LossEstimator:
 # --------------------------------------------------------------------------- rule wrappers
 
 
-def _constant_like(values: np.ndarray, like: Any, cache: dict[Any, Any]) -> Any:
-    """``values`` as an array of ``like``'s namespace, dtype and device (converted once)."""
+def _constant_like(values: np.ndarray, like: Any, cache: dict[Any, Any], name: str) -> Any:
+    """``values`` (the wrapper's argument ``name``) as an array of the losses ``like``'s
+    namespace, dtype and device (converted once), after checking that the shapes agree."""
+    if tuple(like.shape) != values.shape:
+        raise ValueError(
+            f"losses must have shape {values.shape} like {name}, got {tuple(like.shape)}"
+        )
     xp = array_api_compat.array_namespace(like)
     device = array_api_compat.device(like)
     key = (xp.__name__, str(device), str(like.dtype))
@@ -353,13 +358,8 @@ def excess_loss(
     cache: dict[Any, Any] = {}
 
     def update(losses: Any, state: WeightState) -> tuple[Any, WeightState]:
-        if tuple(losses.shape) != reference.shape:
-            raise ValueError(
-                f"losses must have shape {reference.shape} like reference_losses, "
-                f"got {tuple(losses.shape)}"
-            )
+        excess = losses - _constant_like(reference, losses, cache, "reference_losses")
         xp = array_api_compat.array_namespace(losses)
-        excess = losses - _constant_like(reference, losses, cache)
         if clip_at_zero:
             excess = xp.where(excess > 0, excess, xp.zeros_like(excess))
         return rule.update(excess, state)
@@ -392,12 +392,7 @@ def group_size_adjusted(
     cache: dict[Any, Any] = {}
 
     def update(losses: Any, state: WeightState) -> tuple[Any, WeightState]:
-        if tuple(losses.shape) != offsets.shape:
-            raise ValueError(
-                f"losses must have shape {offsets.shape} like group_sizes, got "
-                f"{tuple(losses.shape)}"
-            )
-        return rule.update(losses + _constant_like(offsets, losses, cache), state)
+        return rule.update(losses + _constant_like(offsets, losses, cache, "group_sizes"), state)
 
     return WeightRule(
         _wrapped_init(rule, sizes.size, "group_sizes"),
