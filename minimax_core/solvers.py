@@ -680,13 +680,7 @@ _METHOD_OPTIONS: dict[str, frozenset[str]] = {
     "group_dro": frozenset({"step_size", "weight_step_size"}),
 }
 
-_DEFAULT_STEPS = {
-    "auto": 2000,
-    "softmax": 2000,
-    "subgradient": 2000,
-    "average": 2000,
-    "group_dro": 2000,
-}
+_DEFAULT_STEPS = 2000  # every method's step (iteration) budget
 
 
 def minimize_max(
@@ -745,7 +739,7 @@ def minimize_max(
         if not np.all(np.isfinite(x_start)):
             raise ValueError("x0 must be finite (no NaN or Inf)")
     if steps is None:
-        steps = _DEFAULT_STEPS[method]
+        steps = _DEFAULT_STEPS
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
     tol_value = _positive("tol", tol)
