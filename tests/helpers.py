@@ -1,10 +1,11 @@
-"""The problem catalogue shared by the tests (small sizes, fixed seeds) and hypothesis
-strategies that generate problems."""
+"""The problem catalogue shared by the tests (small sizes, fixed seeds), hypothesis
+strategies that generate problems, and a tiny BERT checkpoint for the fine-tuning tests."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,3 +65,23 @@ def quadratic_problems(
     return mc.problems.random_quadratic(
         num_tasks=m, dim=d, mu=mu, smoothness=mu * kappa, seed=seed, center_scale=scale
     )
+
+
+def tiny_bert_checkpoint(
+    folder: Path, words: Sequence[str], num_sentences: int
+) -> tuple[Path, Any, Any]:
+    """``(path, tokenizer, model)``: a randomly initialised tiny BERT MLM saved in ``folder``
+    like the pre-training saves it, with a 100-piece WordPiece tokenizer trained on
+    ``num_sentences`` random six-word sentences drawn from ``words`` (needs the [deep] extra)."""
+    from deep.pos_bert.model import bert_config, make_mlm_model, save_pretrained_atomic
+    from deep.pos_bert.tagging import Sentence, TaggedCorpus
+    from deep.pos_bert.tokenizer import hf_tokenizer, train_wordpiece
+
+    rng = np.random.default_rng(0)
+    sentences = tuple(
+        Sentence(0, i, tuple(rng.choice(words, size=6)), (7,) * 6) for i in range(num_sentences)
+    )
+    tok = hf_tokenizer(train_wordpiece(TaggedCorpus(("d",), sentences, "x"), vocab_size=100))
+    model = make_mlm_model(bert_config("tiny", vocab_size=tok.vocab_size, max_len=32), seed=0)
+    path = save_pretrained_atomic(model, folder / "m", tokenizer=tok)
+    return path, tok, model

@@ -25,6 +25,7 @@ from deep.downstream import (
     read_glue_task,
     spearman,
 )
+from tests.helpers import tiny_bert_checkpoint
 
 # --------------------------------------------------------------------------- metrics
 
@@ -248,19 +249,8 @@ def test_datasets_loader_uses_the_user_datasets_package(monkeypatch):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny BERT MLM checkpoint with its tokenizer, saved like the pre-training saves it."""
-    from deep.pos_bert.model import bert_config, make_mlm_model, save_pretrained_atomic
-    from deep.pos_bert.tagging import Sentence, TaggedCorpus
-    from deep.pos_bert.tokenizer import hf_tokenizer, train_wordpiece
-
     words = "yes no the a cat dog sat ran on mat big small quickly very said".split()
-    rng = np.random.default_rng(0)
-    sentences = tuple(
-        Sentence(0, i, tuple(rng.choice(words, size=6)), (7,) * 6) for i in range(200)
-    )
-    tok = hf_tokenizer(train_wordpiece(TaggedCorpus(("d",), sentences, "x"), vocab_size=100))
-    model = make_mlm_model(bert_config("tiny", vocab_size=tok.vocab_size, max_len=32), seed=0)
-    path = save_pretrained_atomic(model, tmp_path_factory.mktemp("ckpt") / "m", tokenizer=tok)
-    return path, tok, model
+    return tiny_bert_checkpoint(tmp_path_factory.mktemp("ckpt"), words, 200)
 
 
 def _keyword_task(n_train, n_dev, seed=0):

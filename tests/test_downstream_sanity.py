@@ -22,6 +22,7 @@ import torch
 
 import deep.downstream as downstream
 from deep.downstream import FinetuneConfig, TextExample, TextTask, fine_tune
+from tests.helpers import tiny_bert_checkpoint
 
 VOCAB = "the a cat dog sat ran on mat big small red green blue gold yes no".split()
 FILLER = "the a cat dog sat ran on mat big small".split()
@@ -34,17 +35,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def random_checkpoint(tmp_path_factory):
     """A randomly initialised tiny BERT MLM checkpoint and its tokenizer."""
-    from deep.pos_bert.model import bert_config, make_mlm_model, save_pretrained_atomic
-    from deep.pos_bert.tagging import Sentence, TaggedCorpus
-    from deep.pos_bert.tokenizer import hf_tokenizer, train_wordpiece
-
-    rng = np.random.default_rng(0)
-    sentences = tuple(
-        Sentence(0, i, tuple(rng.choice(VOCAB, size=6)), (7,) * 6) for i in range(300)
-    )
-    tok = hf_tokenizer(train_wordpiece(TaggedCorpus(("d",), sentences, "x"), vocab_size=100))
-    model = make_mlm_model(bert_config("tiny", vocab_size=tok.vocab_size, max_len=32), seed=0)
-    path = save_pretrained_atomic(model, tmp_path_factory.mktemp("ckpt") / "m", tokenizer=tok)
+    path, tok, _ = tiny_bert_checkpoint(tmp_path_factory.mktemp("ckpt"), VOCAB, 300)
     return path, tok
 
 
