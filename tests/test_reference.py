@@ -65,13 +65,3 @@ def test_importing_minimax_core_imports_neither_torch_nor_cvxpy() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-def test_atomic_writes_get_the_usual_file_mode(tmp_path) -> None:
-    """Results written atomically are readable like files written with open()."""
-    from minimax_core._atomic import atomic_write_text
-
-    plain = tmp_path / "plain.txt"
-    plain.write_text("x")
-    atomic = atomic_write_text(tmp_path / "atomic.txt", "x")
-    assert atomic.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
