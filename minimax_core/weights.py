@@ -20,9 +20,14 @@ with no host copy. On host arrays (numpy, or CPU tensors) ``update`` rejects NaN
 losses; on accelerator arrays it does not synchronise to check (the caller does, see
 ``deep.pretrain``).
 
-Numerics: losses up to ``1e300`` in magnitude and temperatures down to ``1e-12`` give
-finite weights: the softmax works on ``L - max L`` and the exponentiated-gradient rule
-keeps normalised log-weights.
+Numerics: losses up to ``1e300`` in magnitude and temperatures from ``1e300`` down to
+``1e-12`` (and below, to :data:`MIN_TEMPERATURE`) give finite, correct weights in every real
+floating dtype (float16, bfloat16, float32, float64): the softmax works on ``L - max L``
+and the exponentiated-gradient rule keeps normalised log-weights. Both compute in a dtype
+that can hold the scaled differences -- float32 for the 16-bit dtypes (whose smallest
+number, ``6e-8`` for float16, cannot hold ``1000 * temperature``), float64 where a
+temperature is too small or too large for float32 -- and return the input's dtype. The
+cast stays on the losses' device (no host copy, no synchronisation).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any, NamedTuple
 import array_api_compat
 
 __all__ = [
+    "MIN_TEMPERATURE",
     "WeightRule",
     "WeightState",
     "exponentiated_gradient",
@@ -48,6 +54,11 @@ Array = Any  # any array of the array API standard (numpy, torch, ...)
 # clamped without changing any weight, which keeps the division by a tiny temperature
 # from overflowing.
 _EXP_CUTOFF = 1000.0
+
+#: The smallest temperature the softmax accepts: ``1000 * temperature / 2`` must be a normal
+#: float64 (``exp(-1000)`` is exactly 0, so the weights are those of any smaller temperature
+#: on losses that differ by more than ``1e-297``).
+MIN_TEMPERATURE = 1e-300
 
 
 class WeightState(NamedTuple):
@@ -113,6 +124,18 @@ def _checked(losses: Array, state: WeightState) -> tuple[Array, Any]:
     return losses, xp
 
 
+def _work_dtype(dtype: Any, xp: Any, scale: float = 1.0) -> Any:
+    """The dtype to compute weights in: ``dtype`` itself from 32 bits up, float32 for the
+    16-bit dtypes, float64 where ``1000 * scale / 2`` is not a normal number of that dtype
+    or ``scale`` exceeds its largest (``scale``: the temperature, or ``1`` for rules
+    without one)."""
+    work = dtype if xp.finfo(dtype).bits >= 32 else xp.float32
+    info = xp.finfo(work)
+    if not float(info.smallest_normal) <= _EXP_CUTOFF * scale / 2 <= float(info.max):
+        work = xp.float64
+    return work
+
+
 def _stable_softmax(scores: Array, xp: Any) -> Array:
     """``exp(s) / sum exp(s)`` for scores with ``max(s) = 0`` (no overflow possible)."""
     e = xp.exp(scores)
@@ -120,19 +143,28 @@ def _stable_softmax(scores: Array, xp: Any) -> Array:
 
 
 def softmax_weights(losses: Array, temperature: float, xp: Any | None = None) -> Array:
-    """``softmax(L / temperature)``, stable for any finite ``L`` and ``temperature > 0``.
+    """``softmax(L / temperature)``, stable for any finite ``L`` and ``temperature >=``
+    :data:`MIN_TEMPERATURE`, in the dtype of ``losses``.
 
-    Works on ``d = L - max L <= 0``; ``d / temperature`` below ``-1000`` (where ``exp`` is
-    exactly zero in float32 and float64) is clamped there, so a tiny temperature never
-    overflows.
+    Computes in :func:`_work_dtype` on ``d = L/2 - max L/2`` (halved so that the difference
+    of two finite numbers cannot overflow) divided by ``temperature/2``; ``d`` below
+    ``-1000 temperature/2`` (where ``exp`` is exactly zero) is clamped there, so a tiny
+    temperature never overflows.
     """
     xp = xp or array_api_compat.array_namespace(losses)
-    d = losses - xp.max(losses)
+    if not temperature >= MIN_TEMPERATURE:
+        raise ValueError(
+            f"temperature must be a finite number >= {MIN_TEMPERATURE:g}, got {temperature!r}"
+        )
+    dtype = losses.dtype
+    work = xp.astype(losses, _work_dtype(dtype, xp, temperature), copy=False)
+    half = work * 0.5
+    d = half - xp.max(half)
     # xp.full, not xp.asarray: copying a Python scalar to an accelerator waits for the device
-    cutoff = max(-_EXP_CUTOFF * temperature, float(xp.finfo(d.dtype).min))
+    cutoff = max(-_EXP_CUTOFF * temperature / 2, float(xp.finfo(d.dtype).min))
     low = xp.full((), cutoff, dtype=d.dtype, device=array_api_compat.device(d))
-    d = xp.maximum(d, low)
-    return _stable_softmax(d / temperature, xp)
+    w = _stable_softmax(xp.maximum(d, low) / (temperature / 2), xp)
+    return xp.astype(w, dtype, copy=False)
 
 
 def softmax(temperature: float) -> WeightRule:
@@ -143,6 +175,10 @@ def softmax(temperature: float) -> WeightRule:
     ``max_i L_i <= F_tau <= max_i L_i + tau log M``.
     """
     temperature = _check_positive("temperature", temperature)
+    if temperature < MIN_TEMPERATURE:
+        raise ValueError(
+            f"temperature must be a finite number >= {MIN_TEMPERATURE:g}, got {temperature!r}"
+        )
 
     def update(losses: Array, state: WeightState) -> tuple[Array, WeightState]:
         losses, xp = _checked(losses, state)
@@ -182,7 +218,8 @@ def uniform() -> WeightRule:
 def exponentiated_gradient(step_size: float) -> WeightRule:
     """Group-DRO weights: ``q <- q * exp(step_size * L)``, normalised, from ``q_0 = 1/M``.
 
-    The state keeps ``log q`` normalised to ``max log q = 0``. Log-weights are floored at a
+    The state keeps ``log q`` normalised to ``max log q = 0``, in float32 for 16-bit losses
+    (their own precision would lose the small steps). Log-weights are floored at a
     quarter of the dtype's most negative value (their weight is exactly 0 long before), so
     the sum of two never overflows and no NaN can appear.
     """
@@ -191,11 +228,12 @@ def exponentiated_gradient(step_size: float) -> WeightRule:
     def update(losses: Array, state: WeightState) -> tuple[Array, WeightState]:
         losses, xp = _checked(losses, state)
         dev = array_api_compat.device(losses)
-        floor_value = float(xp.finfo(losses.dtype).min) / 4
-        floor = xp.full((), floor_value, dtype=losses.dtype, device=dev)
+        work = xp.astype(losses, _work_dtype(losses.dtype, xp), copy=False)
+        floor_value = float(xp.finfo(work.dtype).min) / 4
+        floor = xp.full((), floor_value, dtype=work.dtype, device=dev)
         log_q = state.log_weights
         if log_q is None:
-            log_q = xp.zeros_like(losses)
+            log_q = xp.zeros_like(work)
         elif array_api_compat.array_namespace(log_q) is not xp or (
             array_api_compat.device(log_q) != dev
         ):
@@ -204,13 +242,15 @@ def exponentiated_gradient(step_size: float) -> WeightRule:
                 f"({type(log_q).__name__} on {array_api_compat.device(log_q)}); "
                 "start a new state with rule.init for another array type"
             )
-        # step_size * (L - max L) with the product kept above the floor (no overflow)
-        d = losses - xp.max(losses)
-        low = xp.full((), floor_value / max(step_size, 1.0), dtype=losses.dtype, device=dev)
-        d = xp.maximum(d, low) * step_size
+        # step_size * (L - max L) with the product kept above the floor (no overflow); the
+        # losses are halved first so that their difference cannot overflow
+        half = work * 0.5
+        d = half - xp.max(half)
+        low = xp.full((), floor_value / max(2 * step_size, 1.0), dtype=work.dtype, device=dev)
+        d = xp.maximum(d, low) * (2 * step_size)
         log_q = xp.maximum(log_q + d, floor)
         log_q = log_q - xp.max(log_q)
-        w = _stable_softmax(log_q, xp)
+        w = xp.astype(_stable_softmax(log_q, xp), losses.dtype, copy=False)
         return w, WeightState(state.step + 1, state.num_tasks, log_q)
 
     return WeightRule(_init, update, "exponentiated_gradient", {"step_size": step_size})

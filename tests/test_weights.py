@@ -150,15 +150,17 @@ def test_numpy_and_torch_agree(name: str, sequence: list[np.ndarray]) -> None:
     np.testing.assert_allclose(w_t.numpy(), w_np, rtol=1e-12, atol=1e-300)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 @pytest.mark.parametrize("name", RULES)
-def test_torch_float32_and_no_host_copy(name: str) -> None:
-    """On the meta device any host copy or sync (``.item()``, ``.numpy()``) would raise."""
+def test_torch_float32_and_no_host_copy(name: str, dtype: torch.dtype) -> None:
+    """On the meta device any host copy or sync (``.item()``, ``.numpy()``) would raise
+    (also where the 16-bit dtypes are computed in float32)."""
     rule = RULES[name]()
     state = rule.init(6)
-    losses = torch.empty(6, device="meta", dtype=torch.float32)
+    losses = torch.empty(6, device="meta", dtype=dtype)
     w, state = rule.update(losses, state)
     w, state = rule.update(losses, state)
-    assert w.device.type == "meta" and w.shape == (6,) and w.dtype == torch.float32
+    assert w.device.type == "meta" and w.shape == (6,) and w.dtype == dtype
     w32, _ = rule.update(torch.tensor([1.0, 2.0, 3.0, 0.0, -1.0, 2.5]), rule.init(6))
     assert w32.dtype == torch.float32
     assert abs(float(w32.sum()) - 1.0) < 1e-6
@@ -204,3 +206,82 @@ def test_state_and_losses_must_share_array_type() -> None:
     _, state = rule.update(np.zeros(3), rule.init(3))
     with pytest.raises(TypeError, match="same array type"):
         rule.update(torch.zeros(3, dtype=torch.float64), state)
+
+
+# ------------------------------------------------------------ every floating dtype (issue 14)
+
+LOW_PRECISION = {
+    "numpy-float16": (np.float16, None),
+    "numpy-float32": (np.float32, None),
+    "numpy-float64": (np.float64, None),
+    "torch-float16": (None, torch.float16),
+    "torch-bfloat16": (None, torch.bfloat16),
+    "torch-float32": (None, torch.float32),
+    "torch-float64": (None, torch.float64),
+}
+TEMPERATURES = [1e-12, 1e-9, 1e-8, 1e-6, 1e-4, 1e-2, 0.3, 1.0, 10.0, 1e3, 1e300]
+
+
+def _in_dtype(values: np.ndarray, name: str) -> tuple[object, np.ndarray, float]:
+    """``values`` in the dtype ``name``, the same values in float64, and the dtype's eps."""
+    np_dtype, torch_dtype = LOW_PRECISION[name]
+    if torch_dtype is not None:
+        t = torch.tensor(values, dtype=torch_dtype)
+        return t, t.double().numpy(), float(torch.finfo(torch_dtype).eps)
+    a = values.astype(np_dtype)
+    return a, a.astype(np.float64), float(np.finfo(np_dtype).eps)
+
+
+def _as_float64(w: object) -> np.ndarray:
+    return w.double().numpy() if isinstance(w, torch.Tensor) else np.asarray(w, np.float64)
+
+
+def _reference_softmax(losses: np.ndarray, temperature: float) -> np.ndarray:
+    from scipy.special import softmax as scipy_softmax
+
+    return np.asarray(scipy_softmax((losses - losses.max()) / temperature), dtype=np.float64)
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+@pytest.mark.parametrize("name", LOW_PRECISION)
+def test_softmax_is_correct_in_every_dtype(name: str, temperature: float) -> None:
+    """float16 gave uniform weights at 1e-12 and NaN at 1e-8 (issue 14): every dtype now
+    gives the float64 softmax of its own (rounded) losses, to within the dtype's rounding."""
+    rng = np.random.default_rng(0)
+    for values in (
+        rng.uniform(-3, 3, 7),
+        np.array([1.0, 3.0, 3.0, 0.0, 2.999]),  # ties, and a near-tie
+        np.array([-60000.0, 60000.0, 0.0, 59000.0]),  # near float16's largest
+        np.array([2e-5, 1e-5, 0.0]),  # differences below 1000 * temperature in float16
+    ):
+        losses, exact_losses, eps = _in_dtype(values, name)
+        rule = W.softmax(temperature)
+        w, _ = rule.update(losses, rule.init(len(values)))
+        assert type(w) is type(losses) and w.dtype == losses.dtype
+        got = _as_float64(w)
+        assert np.all(np.isfinite(got)), (name, temperature, got)
+        want = _reference_softmax(exact_losses, temperature)
+        np.testing.assert_allclose(got, want, rtol=0, atol=2 * eps, err_msg=f"{name} {values}")
+
+
+@pytest.mark.parametrize("name", LOW_PRECISION)
+def test_exponentiated_gradient_is_correct_in_every_dtype(name: str) -> None:
+    """The Group-DRO rule in 16-bit dtypes (NaN in float16 before) matches float64."""
+    rng = np.random.default_rng(1)
+    sequence = [rng.uniform(0, 2, 5) for _ in range(4)]
+    for step_size in (1e-3, 0.7, 1e12):
+        rule = W.exponentiated_gradient(step_size)
+        state, exact_state = rule.init(5), rule.init(5)
+        for values in sequence:
+            losses, exact_losses, eps = _in_dtype(values, name)
+            w, state = rule.update(losses, state)
+            want, exact_state = rule.update(exact_losses, exact_state)
+            assert w.dtype == losses.dtype
+            np.testing.assert_allclose(_as_float64(w), want, rtol=0, atol=8 * eps)
+
+
+def test_temperature_below_the_supported_range_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"temperature must be a finite number >= 1e-300"):
+        W.softmax(1e-310)
+    with pytest.raises(ValueError, match="temperature"):
+        W.softmax_weights(np.zeros(3), 1e-310)
