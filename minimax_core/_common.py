@@ -4,6 +4,7 @@ check of the problem's first outputs (:mod:`minimax_core.solvers`, :mod:`minimax
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,8 @@ __all__ = [
     "Oracle",
     "all_finite",
     "check_first_outputs",
+    "check_real",
+    "check_seed",
 ]
 
 Float = NDArray[np.float64]
@@ -30,7 +33,10 @@ CONVERGED, BUDGET, CALLBACK, NON_FINITE, STALLED, NO_CERTIFICATE, NOT_OPTIMAL = 
 
 class Oracle:
     """``(L(x), J(x))`` as float64 arrays, counting evaluations (one call of the problem's
-    ``value_and_jacobian`` when it has one, else ``losses`` and ``jacobian``)."""
+    ``value_and_jacobian`` when it has one, else ``losses`` and ``jacobian``).
+
+    Every evaluation is checked for the shapes ``(num_tasks,)`` and ``(num_tasks, dim)``
+    (a problem whose outputs change shape mid-run is refused, naming the evaluation)."""
 
     def __init__(self, problem: Any) -> None:
         self.problem = problem
@@ -43,13 +49,57 @@ class Oracle:
             v, g = self._vj(x)
         else:
             v, g = self.problem.losses(x), self.problem.jacobian(x)
-        return np.asarray(v, dtype=np.float64), np.asarray(g, dtype=np.float64)
+        return self._checked(v, g, "losses", "jacobian")
 
     def sample(self, x: Float, batch_size: int, rng: np.random.Generator) -> tuple[Float, Float]:
         """The problem's minibatch estimate of ``(L(x), J(x))`` (counted as an evaluation)."""
         self.nfev += 1
         v, g = self.problem.sample(x, batch_size, rng)
-        return np.asarray(v, dtype=np.float64), np.asarray(g, dtype=np.float64)
+        return self._checked(v, g, "sample", "sample")
+
+    def _checked(self, v: Any, g: Any, value_name: str, jac_name: str) -> tuple[Float, Float]:
+        values, jac = _real_array(v, value_name), _real_array(g, jac_name)
+        m, d = self.problem.num_tasks, self.problem.dim
+        if values.shape != (m,) or jac.shape != (m, d):
+            raise ValueError(
+                f"problem.{value_name}/{jac_name} returned shapes {values.shape} and {jac.shape} "
+                f"at evaluation {self.nfev}; they must be (num_tasks,) = ({m},) and "
+                f"(num_tasks, dim) = ({m}, {d}) at every evaluation"
+            )
+        return values, jac
+
+
+def _real_array(value: Any, name: str) -> Float:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"problem.{name} must return real numbers, got an array of dtype {arr.dtype}"
+        )
+    return np.asarray(arr, dtype=np.float64)
+
+
+def check_real(name: str, value: Any, *, low: float = 0.0, strict: bool = False) -> float:
+    """``value`` as a finite float ``>= low`` (``> low`` if ``strict``), or an error naming
+    ``name`` and the allowed range (strings, booleans and NaN are refused)."""
+    allowed = f"a finite number {'>' if strict else '>='} {low:g}"
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
+    out = float(value)
+    if not math.isfinite(out) or out < low or (strict and out == low):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return out
+
+
+def check_seed(value: Any, name: str = "seed") -> Any:
+    """A seed for ``numpy.random.default_rng``: ``None``, an integer ``>= 0``, or a
+    ``numpy.random.Generator``/``SeedSequence`` (returned unchanged)."""
+    if value is None or isinstance(value, np.random.Generator | np.random.SeedSequence):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(
+            f"{name} must be None or an integer >= 0 (or a numpy Generator), got {value!r}"
+        )
+    return int(value)
 
 
 def all_finite(*arrays: Float) -> bool:

@@ -26,6 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._common import check_real, check_seed
+
 __all__ = [
     "LeastSquaresTasks",
     "LogisticTasks",
@@ -115,7 +117,11 @@ class QuadraticTasks:
     Arrays: ``hessians`` ``(M, d, d)``, ``centers`` ``(M, d)``, ``offsets`` ``(M,)``. The
     constants ``mu = min_i lambda_min(A_i)`` and ``smoothness = max_i lambda_max(A_i)`` are
     computed from the eigenvalues unless ``eigenvalue_range=(mu, smoothness)`` is given by a
-    generator that knows them exactly.
+    generator that knows them exactly; a given range is checked against the hessians (two
+    Cholesky factorisations per task, cheaper than the eigenvalues): every ``A_i - mu I``
+    and ``smoothness I - A_i`` must be positive semidefinite (to ``1e-8 * smoothness``), so a
+    wrong ``mu`` cannot give invalid steps or certificates. A range wider than the truth is
+    valid (and kept).
 
     ``sample`` perturbs each center by ``xi ~ N(0, noise_scale^2 I / batch_size)``: the loss
     estimate ``0.5 (x-c-xi)' A (x-c-xi) + b - 0.5 noise_scale^2 tr(A) / batch_size`` and the
@@ -152,11 +158,7 @@ class QuadraticTasks:
                 )
             lo = max(lo, 0.0)
         else:
-            lo, hi = (float(v) for v in eigenvalue_range)
-            if not 0.0 <= lo <= hi:
-                raise ValueError(
-                    f"eigenvalue_range must satisfy 0 <= mu <= smoothness, got {eigenvalue_range}"
-                )
+            lo, hi = _checked_eigenvalue_range(a, eigenvalue_range)
         self.hessian_stack: Float = a
         self.centers: Float = c
         self.offsets: Float = b
@@ -235,6 +237,39 @@ def _spectra(rng: np.random.Generator, m: int, d: int, mu: float, smoothness: fl
     return np.exp(np.sort(u, axis=1))
 
 
+def _checked_eigenvalue_range(a: Float, eigenvalue_range: Any) -> tuple[float, float]:
+    """``(mu, smoothness)`` from ``eigenvalue_range``, checked to bound every eigenvalue of
+    every ``A_i`` (see :class:`QuadraticTasks`)."""
+    try:
+        lo_raw, hi_raw = eigenvalue_range
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"eigenvalue_range must be a pair (mu, smoothness), got {eigenvalue_range!r}"
+        ) from None
+    lo = check_real("eigenvalue_range[0] (mu)", lo_raw)
+    hi = check_real("eigenvalue_range[1] (smoothness)", hi_raw)
+    if lo > hi:
+        raise ValueError(
+            f"eigenvalue_range must satisfy 0 <= mu <= smoothness, got {eigenvalue_range}"
+        )
+    slack = 1e-8 * max(hi, float(np.max(np.abs(a), initial=0.0)), 1e-300)
+    eye = np.eye(a.shape[-1])
+    for label, shifted in (
+        (f"below mu = {lo!r}", a - (lo - slack) * eye),
+        (f"above smoothness = {hi!r}", (hi + slack) * eye - a),
+    ):
+        try:
+            np.linalg.cholesky(shifted)
+        except np.linalg.LinAlgError:
+            eig = np.linalg.eigvalsh(a)
+            raise ValueError(
+                f"eigenvalue_range={eigenvalue_range!r} does not hold for these hessians: an "
+                f"eigenvalue is {label} (the eigenvalues lie in [{eig.min():.6g}, "
+                f"{eig.max():.6g}]); pass eigenvalue_range=None to compute it"
+            ) from None
+    return lo, hi
+
+
 def random_quadratic(
     num_tasks: int,
     dim: int,
@@ -255,11 +290,12 @@ def random_quadratic(
     """
     num_tasks = _check_pos_int("num_tasks", num_tasks)
     dim = _check_pos_int("dim", dim)
-    mu, smoothness = float(mu), float(smoothness)
-    if not (math.isfinite(mu) and mu > 0):
-        raise ValueError(f"mu must be a finite number > 0, got {mu!r}")
-    if not (math.isfinite(smoothness) and smoothness >= mu):
-        raise ValueError(f"smoothness must be a finite number >= mu = {mu}, got {smoothness!r}")
+    mu = check_real("mu", mu, strict=True)
+    smoothness = check_real("smoothness", smoothness, low=mu)
+    center_scale = check_real("center_scale", center_scale)
+    offset_scale = check_real("offset_scale", offset_scale)
+    noise_scale = check_real("noise_scale", noise_scale)
+    seed = check_seed(seed)
     if dim == 1 and num_tasks == 1 and smoothness != mu:
         raise ValueError("dim=1 with num_tasks=1 has one eigenvalue: it needs mu == smoothness")
     rng = np.random.default_rng(seed)

@@ -50,6 +50,8 @@ from ._common import (
     Oracle,
     all_finite,
     check_first_outputs,
+    check_real,
+    check_seed,
 )
 from .problems import check_problem
 
@@ -729,15 +731,8 @@ def minimize_max(
     for name in ("temperature", "step_size", "weight_step_size", "radius"):
         if name in options:
             options[name] = _positive(name, options[name])
-    d = int(problem.dim)
-    if x0 is None:
-        x_start = np.zeros(d)
-    else:
-        x_start = np.array(x0, dtype=np.float64)
-        if x_start.shape != (d,):
-            raise ValueError(f"x0 must have shape (dim,) = ({d},), got {x_start.shape}")
-        if not np.all(np.isfinite(x_start)):
-            raise ValueError("x0 must be finite (no NaN or Inf)")
+    x_start = _start_point(x0, int(problem.dim))
+    seed = check_seed(seed)
     if steps is None:
         steps = _DEFAULT_STEPS
     if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0:
@@ -762,16 +757,52 @@ def minimize_max(
         batch_size=int(batch_size),
         rng=np.random.default_rng(seed),
         callback=callback,
-        mu=_nonneg("mu", mu),
-        smoothness=_positive("smoothness", smoothness),
+        mu=_resolved_constant(problem, "mu", mu),
+        smoothness=_resolved_constant(problem, "smoothness", smoothness),
     )
     return METHODS[method](setup, **options)
 
 
-def _nonneg(name: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+def _start_point(x0: ArrayLike | None, dim: int) -> Float:
+    """``x0`` as a float64 copy of shape ``(dim,)``: real and finite (a complex ``x0`` would
+    lose its imaginary part, a string one would be parsed)."""
+    if x0 is None:
+        return np.zeros(dim)
+    raw = np.asarray(x0)
+    if raw.dtype.kind not in "iuf":
+        raise TypeError(
+            f"x0 must be an array of real numbers of shape (dim,) = ({dim},), got dtype {raw.dtype}"
+        )
+    x_start = np.array(raw, dtype=np.float64)
+    if x_start.shape != (dim,):
+        raise ValueError(f"x0 must have shape (dim,) = ({dim},), got {x_start.shape}")
+    if not np.all(np.isfinite(x_start)):
+        raise ValueError("x0 must be finite (no NaN or Inf)")
+    return x_start
+
+
+def _resolved_constant(problem: Any, name: str, given: float | None) -> float | None:
+    """``mu`` or ``smoothness``: the given value, else the problem's attribute (checked: a
+    finite number ``>= 0``; a given smoothness ``> 0``), else ``None``.
+
+    A given ``mu`` above ``problem.mu`` (or ``smoothness`` below ``problem.smoothness``)
+    is refused: the steps, radii and certificates derived from it would not hold (the
+    problem's constants are exact, or valid bounds, by the problem's contract)."""
+    own = getattr(problem, name, None)
+    if own is not None:
+        own = check_real(f"problem.{name}", own)
+    if given is None:
+        return own
+    value = check_real(name, given, strict=name == "smoothness")
+    if own is not None and name == "mu" and value > own * (1 + 1e-12):
+        raise ValueError(
+            f"mu={value!r} exceeds problem.mu = {own!r}: the tasks are not {value}-strongly "
+            "convex, so steps, radii and certificates derived from it would be invalid; "
+            f"pass mu <= {own!r} (or none)"
+        )
+    if own is not None and name == "smoothness" and value < own * (1 - 1e-12):
+        raise ValueError(
+            f"smoothness={value!r} is below problem.smoothness = {own!r}: the tasks are not "
+            f"{value}-smooth; pass smoothness >= {own!r} (or none)"
+        )
     return value

@@ -194,3 +194,45 @@ def test_check_problem_names_what_is_missing() -> None:
         P.check_problem(NoJacobian())
     with pytest.raises(TypeError, match="num_tasks"):
         mc.minimize_max(object())
+
+
+# ------------------------------------------------------------ issue 14: clear errors, no silent results
+
+
+def test_given_eigenvalue_range_is_checked_against_the_hessians() -> None:
+    """A wrong ``mu`` gave invalid steps and certificates; it is refused now. Negative
+    controls: mu misstated by 2x and by 1e-6 (relative) on a tight instance both fail."""
+    prob = P.random_quadratic(4, 5, mu=1.0, smoothness=10.0, seed=3)
+    a, c, b = prob.hessian_stack, prob.centers, prob.offsets
+    for wrong in [(2.0, 10.0), (1.0 + 1e-6, 10.0), (1.0, 5.0), (1.0, 10.0 * (1 - 1e-6))]:
+        with pytest.raises(ValueError, match=r"eigenvalue_range=.* does not hold"):
+            P.QuadraticTasks(a, c, b, eigenvalue_range=wrong)
+    exact = P.QuadraticTasks(a, c, b, eigenvalue_range=(1.0, 10.0))
+    assert (exact.mu, exact.smoothness) == (1.0, 10.0)
+    wide = P.QuadraticTasks(a, c, b, eigenvalue_range=(0.5, 20.0))  # valid bounds: kept
+    assert (wide.mu, wide.smoothness) == (0.5, 20.0)
+    zero = P.QuadraticTasks(
+        np.zeros((2, 3, 3)), np.zeros((2, 3)), np.zeros(2), eigenvalue_range=(0, 0)
+    )
+    assert zero.smoothness == 0.0
+    for bad, match in [((1.0,), "pair"), (("a", 2.0), "mu"), ((2.0, 1.0), "mu <= smoothness")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            P.QuadraticTasks(a, c, b, eigenvalue_range=bad)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"offset_scale": -1.0}, ValueError, r"offset_scale must be a finite number >= 0"),
+        ({"center_scale": float("nan")}, ValueError, r"center_scale must be a finite number >= 0"),
+        ({"center_scale": float("inf")}, ValueError, r"center_scale must be a finite number"),
+        ({"noise_scale": -0.5}, ValueError, r"noise_scale must be a finite number >= 0"),
+        ({"seed": -1}, ValueError, r"seed must be None or an integer >= 0"),
+        ({"seed": 1.5}, ValueError, r"seed must be None or an integer >= 0"),
+        ({"mu": "abc"}, TypeError, r"mu must be a finite number > 0, got 'abc'"),
+        ({"smoothness": "10"}, TypeError, r"smoothness must be a finite number"),
+    ],
+)
+def test_random_quadratic_bad_input_names_the_parameter(kwargs, error, match) -> None:
+    with pytest.raises(error, match=match):
+        P.random_quadratic(3, 2, **kwargs)

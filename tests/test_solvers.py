@@ -263,3 +263,89 @@ def test_bad_problem_outputs() -> None:
 
     with pytest.raises(TypeError, match="mu"):
         mc.minimize_max(NoConstants(), method="softmax")
+
+
+# ------------------------------------------------------------ issue 14: clear errors, no silent results
+
+
+class _ShapeShifter:
+    """Quadratic tasks whose losses (and jacobian) lose a task from the third evaluation."""
+
+    def __init__(self) -> None:
+        self.inner = problem("quad-3x2")
+        self.num_tasks, self.dim = self.inner.num_tasks, self.inner.dim
+        self.mu, self.smoothness = self.inner.mu, self.inner.smoothness
+        self.calls = 0
+
+    def losses(self, x):
+        self.calls += 1
+        v = self.inner.losses(x)
+        return v if self.calls < 3 else v[:-1]
+
+    def jacobian(self, x):
+        g = self.inner.jacobian(x)
+        return g if self.calls < 3 else g[:-1]
+
+
+@pytest.mark.parametrize("method", [*FIRST_ORDER, "auto"])
+def test_losses_changing_shape_mid_run_are_refused(method: str) -> None:
+    """average accepted losses of another shape mid-run (its mean still computed)."""
+    with pytest.raises(ValueError, match=r"at evaluation \d+; they must be \(num_tasks,\)"):
+        mc.minimize_max(_ShapeShifter(), method=method, steps=50)
+
+
+class _Constants:
+    def __init__(self, mu, smoothness=10.0) -> None:
+        inner = problem("quad-3x2")
+        self.num_tasks, self.dim = inner.num_tasks, inner.dim
+        self.losses, self.jacobian = inner.losses, inner.jacobian
+        self.mu, self.smoothness = mu, smoothness
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs", "error", "match"),
+    [
+        (lambda: problem("quad-3x2"), {"x0": [1.0 + 2.0j, 0.0]}, TypeError, "x0 must be .*real"),
+        (lambda: problem("quad-3x2"), {"x0": ["a", "b"]}, TypeError, "x0 must be .*real"),
+        (lambda: problem("quad-3x2"), {"x0": ["1", "2"]}, TypeError, "x0 must be .*real"),
+        (lambda: problem("quad-3x2"), {"seed": -1}, ValueError, "seed must be None or an integer"),
+        (lambda: problem("quad-3x2"), {"seed": "0"}, ValueError, "seed must be None or an integer"),
+        (lambda: _Constants("abc"), {}, TypeError, r"problem.mu must be a finite number >= 0"),
+        (lambda: _Constants(math.nan), {}, ValueError, r"problem.mu must be a finite number"),
+        (lambda: _Constants(1.0, "x"), {}, TypeError, r"problem.smoothness must be a finite"),
+        (lambda: problem("quad-3x2"), {"mu": "abc"}, TypeError, r"mu must be a finite number"),
+    ],
+)
+@pytest.mark.parametrize("method", [*FIRST_ORDER, "auto"])
+def test_bad_input_is_a_clear_error(make, kwargs, error, match, method) -> None:
+    with pytest.raises(error, match=match):
+        mc.minimize_max(make(), method=method, steps=5, **kwargs)
+
+
+@pytest.mark.parametrize("method", [*FIRST_ORDER, "auto"])
+def test_mu_above_the_problems_mu_is_refused(method: str) -> None:
+    """A mu larger than the truth made the softmax certificate (and the subgradient and
+    Group DRO radii) claim bounds that do not hold; it is refused. Negative control near the
+    edge: 1 + 1e-9 times the true mu is refused, the true mu and below are accepted."""
+    prob = problem("quad-3x2")
+    for factor in (2.0, 1.0 + 1e-9):
+        with pytest.raises(ValueError, match=r"exceeds problem\.mu"):
+            mc.minimize_max(prob, method=method, mu=factor * prob.mu, steps=5)
+    with pytest.raises(ValueError, match=r"below problem\.smoothness"):
+        mc.minimize_max(prob, method=method, smoothness=0.5 * prob.smoothness, steps=5)
+    for factor in (1.0, 0.5):
+        mc.minimize_max(prob, method=method, mu=factor * prob.mu, steps=5)
+
+
+def test_softmax_certificate_with_a_wrong_mu_would_not_be_a_bound() -> None:
+    """Why the refusal above matters (positive control): on the same tasks with the constant
+    hidden from the solver, mu = 2 x the truth gives a 'certificate' below the true gap; the
+    true mu gives a bound."""
+    prob = mc.problems.random_quadratic(num_tasks=3, dim=2, mu=1.0, smoothness=1.5, seed=0)
+    hidden = _Constants(None, prob.smoothness)
+    hidden.losses, hidden.jacobian = prob.losses, prob.jacobian
+    gap_of = mc.minimize_max(prob, method="auto").fun
+    for factor, is_bound in ((2.0, False), (1.0, True)):
+        res = mc.minimize_max(hidden, method="softmax", temperature=1e-3, mu=factor, steps=0)
+        assert res.certificate is not None
+        assert (res.fun - gap_of <= res.certificate) is is_bound, factor
