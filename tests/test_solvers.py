@@ -262,7 +262,11 @@ def test_bad_problem_outputs() -> None:
             return np.array([[2 * x[0]], [2 * (x[0] - 1)]])
 
     with pytest.raises(TypeError, match="mu"):
-        mc.minimize_max(NoConstants(), method="softmax")
+        mc.minimize_max(NoConstants(), method="softmax", line_search="fixed")
+    # the default (Armijo at temperature 0.1) needs no constant: it targets F_0.1
+    res = mc.minimize_max(NoConstants(), method="softmax")
+    assert res.info["line_search"] == "armijo" and res.info["temperature"] == 0.1
+    assert abs(res.x[0] - 0.5) < 0.1
 
 
 # ------------------------------------------------------------ issue 14: clear errors, no silent results
