@@ -1,8 +1,9 @@
 """Quick convex report: softmax-weighted GD vs subgradient vs average risk vs Group DRO.
 
 On a built-in quadratic problem, every method of :func:`minimax_core.minimize_max` runs
-with its defaults and is compared with the CVXPY + Clarabel optimum: gap ``F(x_t) - F*``
-per step, log-log.
+with its defaults (and the paper's fixed step, and Group DRO's former rule, as explicit
+options) and is compared with the CVXPY + Clarabel optimum: gap ``F(x_t) - F*`` per step,
+log-log.
 """
 
 from __future__ import annotations
@@ -14,19 +15,19 @@ import numpy as np
 
 import minimax_core as mc
 
-from ..common import Experiment, Report, save_figure, write_json
+from ..common import Experiment, Report, given, save_figure, write_json
 
 METHODS: tuple[tuple[str, str, dict[str, object]], ...] = (
-    ("softmax (tau=0.1)", "softmax", {"temperature": 0.1}),
-    ("softmax (tau=0.01)", "softmax", {"temperature": 0.01}),
+    ("softmax (default)", "softmax", {}),
     (
-        "softmax, Armijo + continuation",
+        "softmax, paper's fixed step, tau=0.1",
         "softmax",
-        {"temperature": 0.1, "line_search": "armijo", "final_temperature": 1e-4},
+        {"temperature": 0.1, "line_search": "fixed"},
     ),
-    ("subgradient", "subgradient", {}),
-    ("average", "average", {}),
-    ("group_dro", "group_dro", {}),
+    ("subgradient (default)", "subgradient", {}),
+    ("average (default)", "average", {}),
+    ("group_dro (default)", "group_dro", {}),
+    ("group_dro, former rule", "group_dro", {"schedule": "strongly_convex"}),
     ("auto (exact)", "auto", {}),
 )
 
@@ -34,14 +35,21 @@ METHODS: tuple[tuple[str, str, dict[str, object]], ...] = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-tasks", type=int, default=None, help="M (default 20, quick 10)")
     parser.add_argument("--dim", type=int, default=None, help="d (default 100, quick 50)")
-    parser.add_argument("--steps", type=int, default=None, help="budget per method (default 2000)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="budget per method (default: each method's own)"
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
 def run(args: argparse.Namespace) -> Report:
-    m = args.num_tasks or (10 if args.quick else 20)
-    d = args.dim or (50 if args.quick else 100)
-    steps = args.steps or 2000
+    m = given(args.num_tasks, 10 if args.quick else 20)
+    d = given(args.dim, 50 if args.quick else 100)
+    steps = args.steps
+    for flag, value, low in (("--num-tasks", m, 1), ("--dim", d, 1), ("--steps", steps, 1)):
+        if value is not None and value < low:
+            raise ValueError(f"{flag} must be an integer >= {low}, got {value}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be an integer >= 0, got {args.seed}")
     problem = mc.problems.random_quadratic(
         num_tasks=m, dim=d, mu=1.0, smoothness=10.0, seed=args.seed
     )
@@ -51,12 +59,14 @@ def run(args: argparse.Namespace) -> Report:
     rows = []
     for label, method, options in METHODS:
         res = mc.minimize_max(problem, method=method, steps=steps, **options)  # type: ignore[arg-type]
+        f_start = float(np.max(problem.losses(np.zeros(d))))
         rows.append(
             {
                 "method": method,
                 "label": label,
                 "options": options,
                 "gap": res.fun - ref.fun,
+                "relative_gap": (res.fun - ref.fun) / (f_start - ref.fun),
                 "nit": res.nit,
                 "message": res.message,
                 "history_step": res.history["step"],
@@ -81,18 +91,24 @@ def run(args: argparse.Namespace) -> Report:
     json_path = write_json(out / "quickstart.json", payload)
     png_path = _plot(rows, out / "quickstart.png", m, d)
     for r in rows:
-        print(f"  {r['label']:<32} gap {r['gap']:+.3e} after {r['nit']} steps")
-    table = "\n".join(f"| {r['label']} | {r['gap']:.2e} | {r['nit']} |" for r in rows)
+        print(
+            f"  {r['label']:<38} gap {r['gap']:+.3e} (relative {r['relative_gap']:+.1e}) "
+            f"after {r['nit']} steps"
+        )
+    table = "\n".join(
+        f"| {r['label']} | {r['gap']:.2e} | {r['relative_gap']:.1e} | {r['nit']} |" for r in rows
+    )
     md = (
         f"![quickstart](quickstart.png)\n\n"
         f"Gap to the CVXPY optimum ({ref.fun:.6f}) per step for each method on "
-        f"`random_quadratic(M={m}, d={d}, mu=1, smoothness=10)`. The subgradient method and "
-        "Group DRO creep down at their O(1/T) / O(1/sqrt T) rates, average risk converges fast "
-        "to the wrong point, softmax GD with the step its theory allows, 1/(L + G^2/tau), "
-        "stalls far above its tau log M bias, a line search with temperature continuation "
-        "fixes most of that, and the exact solver (`auto`) reaches the optimum in a few "
-        "Newton steps.\n\n"
-        "| method | final gap | steps |\n|---|---|---|\n" + table + "\n"
+        f"`random_quadratic(M={m}, d={d}, mu=1, smoothness=10)`; the relative gap divides by "
+        "`F(x0) - F*`. With default options softmax GD (Armijo steps with momentum and "
+        "temperature continuation), the subgradient method (20000 steps at its O(1/T) rate) and "
+        "Group DRO (steps 1/smoothness) approach the optimum; average risk converges to its own "
+        "point, not the min-max one; the paper's fixed step 1/(L + G^2/tau) and Group DRO's "
+        "former projected 2/(mu (t+1)) rule, kept as explicit options, make far less progress; "
+        "the exact solver (`auto`) reaches the optimum in a few Newton steps.\n\n"
+        "| method | final gap | relative gap | steps |\n|---|---|---|---|\n" + table + "\n"
     )
     return Report(json_path, (png_path,), md, {r["label"]: r["gap"] for r in rows})
 
