@@ -321,6 +321,36 @@ def _armijo(
     return None
 
 
+class _CurvatureCheck:
+    """Tests ``mu``-strong convexity between consecutive evaluated iterates ``x, y``:
+    ``L_i(y) >= L_i(x) + grad L_i(x)'(y - x) + mu/2 ||y - x||^2`` for every task (beyond
+    round-off, ``1e-10`` of the terms). A violation proves ``mu`` too large (a user's
+    ``mu=`` or a problem's wrong ``mu`` attribute): ``refuted`` is then the smallest
+    curvature measured, ``2 (L_i(y) - L_i(x) - grad L_i(x)'(y - x)) / ||y - x||^2``, and the
+    softmax certificate, which needs ``mu``, is withheld. Passing is no proof of ``mu``."""
+
+    def __init__(self, mu: float) -> None:
+        self.mu = mu
+        self.refuted: float | None = None
+        self._last: tuple[Float, Float, Float] | None = None
+
+    def add(self, x: Float, values: Float, jacobian: Float) -> None:
+        if not self.mu:
+            return
+        if self._last is not None:
+            x_old, v_old, g_old = self._last
+            dx = x - x_old
+            sq = float(dx @ dx)
+            if sq > 0.0:
+                linear = g_old @ dx
+                excess = values - v_old - linear
+                noise = 1e-10 * (np.abs(values) + np.abs(v_old) + np.abs(linear))
+                if np.any(excess - 0.5 * self.mu * sq < -noise):
+                    measured = float(np.min(2.0 * excess / sq))
+                    self.refuted = min(measured, self.refuted or math.inf)
+        self._last = (x, values, jacobian)
+
+
 def _momentum_step(
     oracle: Oracle,
     x: Float,
@@ -391,7 +421,11 @@ def _softmax(
     ``x``; the fixed step is recomputed for each ``tau``. ``tol`` applies to
     ``||grad F_tau||`` at the final temperature. The certificate is the dual bound
     ``F(x) - [w'L(x) - ||w'J(x)||^2/(2 mu)]`` at the softmax weights ``w``, which is at most
-    ``tau log M + ||grad F_tau||^2/(2 mu)``.
+    ``tau log M + ||grad F_tau||^2/(2 mu)``. It holds if every task is ``mu``-strongly convex:
+    a ``mu=`` above ``problem.mu`` is refused (:func:`minimize_max`); where the problem has no
+    ``mu``, a given one is trusted, but checked along the run (:class:`_CurvatureCheck`):
+    a measured curvature below it withholds the certificate (``None``, and
+    ``info["mu_refuted_by_curvature"]``).
 
     ``accelerated=True``: Nesterov's momentum on top of the Armijo steps (FISTA's sequence,
     restarted whenever a step would not decrease ``F_tau`` and at every new temperature;
@@ -469,6 +503,7 @@ def _softmax(
     status, t, grad_norm, w = BUDGET, 0, math.inf, weights.softmax_weights(v, tau)
     message = None
     x_prev, theta, tau_at_momentum = x, 1.0, tau  # Nesterov momentum (accelerated)
+    curvature = _CurvatureCheck(mu if mu and not setup.stochastic else 0.0)
     for t in range(setup.steps + 1):
         if setup.stochastic and t > 0:
             v, g = oracle.sample(x, setup.batch_size, setup.rng)
@@ -477,6 +512,7 @@ def _softmax(
         if not all_finite(v, g):
             status = NON_FINITE
             break
+        curvature.add(x, v, g)
         w = weights.softmax_weights(v, tau)
         direction = w @ g
         grad_norm = float(np.linalg.norm(direction))
@@ -519,7 +555,7 @@ def _softmax(
             avg.add(t + 1, x)
     x_out = avg.mean if setup.stochastic else x
     cert = None
-    if not setup.stochastic and mu and status != NON_FINITE:
+    if not setup.stochastic and mu and status != NON_FINITE and curvature.refuted is None:
         sandwich = bounds.smoothed_gap_bound(tau, problem.num_tasks) + grad_norm**2 / (2 * mu)
         dual = float(np.max(v)) - bounds.dual_lower_bound(v, g, w, mu)
         cert = min(sandwich, dual)
@@ -529,6 +565,7 @@ def _softmax(
         "gradient_norm": grad_norm,
         "line_search": line_search,
         "accelerated": bool(accelerated),
+        "mu_refuted_by_curvature": curvature.refuted,
         "stages": stages,
     }
     return _result(

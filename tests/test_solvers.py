@@ -341,15 +341,27 @@ def test_mu_above_the_problems_mu_is_refused(method: str) -> None:
         mc.minimize_max(prob, method=method, mu=factor * prob.mu, steps=5)
 
 
-def test_softmax_certificate_with_a_wrong_mu_would_not_be_a_bound() -> None:
-    """Why the refusal above matters (positive control): on the same tasks with the constant
-    hidden from the solver, mu = 2 x the truth gives a 'certificate' below the true gap; the
-    true mu gives a bound."""
+def test_softmax_certificate_with_a_wrong_mu_is_withheld() -> None:
+    """Positive control: on tasks whose mu the solver cannot check, mu = 2 x the truth gives a
+    'certificate' below the true gap at x0. Since issue 14 the run measures the curvature
+    between its iterates: from the first step on, a mu above what it measures (2x, and
+    1.2x near the edge) withholds the certificate; the true mu keeps a valid one."""
     prob = mc.problems.random_quadratic(num_tasks=3, dim=2, mu=1.0, smoothness=1.5, seed=0)
     hidden = _Constants(None, prob.smoothness)
     hidden.losses, hidden.jacobian = prob.losses, prob.jacobian
-    gap_of = mc.minimize_max(prob, method="auto").fun
-    for factor, is_bound in ((2.0, False), (1.0, True)):
-        res = mc.minimize_max(hidden, method="softmax", temperature=1e-3, mu=factor, steps=0)
-        assert res.certificate is not None
-        assert (res.fun - gap_of <= res.certificate) is is_bound, factor
+    f_star = mc.minimize_max(prob, method="auto").fun
+    at_start = mc.minimize_max(hidden, method="softmax", temperature=1e-3, mu=2.0, steps=0)
+    assert at_start.certificate is not None and at_start.fun - f_star > at_start.certificate
+    for factor in (2.0, 1.2):
+        res = mc.minimize_max(hidden, method="softmax", mu=factor, steps=5)
+        assert res.certificate is None
+        assert res.info["mu_refuted_by_curvature"] < factor
+    for steps in (5, 2000):
+        res = mc.minimize_max(hidden, method="softmax", mu=1.0, steps=steps)
+        assert res.info["mu_refuted_by_curvature"] is None
+        assert res.certificate is not None and res.fun - f_star <= res.certificate
+    # a problem whose own mu attribute is wrong is caught the same way
+    lying = _Constants(2.0 * prob.mu, prob.smoothness)
+    lying.losses, lying.jacobian = prob.losses, prob.jacobian
+    res = mc.minimize_max(lying, method="softmax", steps=5)
+    assert res.certificate is None and res.info["mu_refuted_by_curvature"] < 2.0
