@@ -656,6 +656,10 @@ def _average(setup: _Setup, *, step_size: float | None = None) -> Result:
     mu = setup.mu if setup.mu is not None else float(getattr(problem, "mu", 0.0) or 0.0)
     if step_size is None:
         smooth = _constant(problem, "smoothness", setup.smoothness, "average")
+        if mu + smooth <= 0.0:
+            raise ValueError(
+                "method='average' steps 2/(mu + smoothness): both are 0; pass step_size="
+            )
         step_size = 2.0 / (mu + smooth)
     avg = _Averager(x)
     status, t, grad_norm = BUDGET, 0, math.inf
@@ -722,11 +726,12 @@ def _group_dro(
     if smooth_schedule:
         mu = setup.mu or 0.0
         if step_size is None:
-            step_size = 1.0 / _constant(problem, "smoothness", setup.smoothness, "group_dro")
-            if not math.isfinite(step_size):
+            smooth = _constant(problem, "smoothness", setup.smoothness, "group_dro")
+            if smooth <= 0.0:
                 raise ValueError(
                     "schedule='smooth' steps 1/smoothness: the smoothness is 0; pass step_size="
                 )
+            step_size = 1.0 / smooth
         radius = math.inf
     else:
         mu = _constant(problem, "mu", setup.mu, "group_dro")

@@ -365,3 +365,12 @@ def test_softmax_certificate_with_a_wrong_mu_is_withheld() -> None:
     lying.losses, lying.jacobian = prob.losses, prob.jacobian
     res = mc.minimize_max(lying, method="softmax", steps=5)
     assert res.certificate is None and res.info["mu_refuted_by_curvature"] < 2.0
+
+
+def test_constant_tasks_get_a_clear_error_where_a_step_needs_smoothness() -> None:
+    """smoothness = 0 (A = 0) divided by zero in average's default step."""
+    prob = mc.problems.QuadraticTasks(np.zeros((2, 2, 2)), np.zeros((2, 2)), np.array([0.0, 1.0]))
+    for method in ("average", "group_dro"):
+        with pytest.raises(ValueError, match=r"smoothness.*pass step_size="):
+            mc.minimize_max(prob, method=method, steps=3)
+        assert mc.minimize_max(prob, method=method, steps=3, step_size=0.5).fun == 1.0
