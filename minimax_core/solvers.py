@@ -5,9 +5,9 @@ method                    iteration
 ========================  ==============================================================
 ``"softmax"``             ``w = softmax(L(x)/temperature)``; ``x <- x - eta sum_i w_i grad L_i``
                           (gradient descent on ``F_tau``; by default Armijo backtracking on
-                          ``F_tau`` and temperature continuation down to a bias of 1e-6 of
-                          the initial gap; ``line_search="fixed"``: the paper's step
-                          ``eta = 1/(L + G^2/tau)``)
+                          ``F_tau`` with Nesterov momentum and temperature continuation down
+                          to a bias of 1e-6 of the initial gap; ``line_search="fixed"``: the
+                          paper's step ``eta = 1/(L + G^2/tau)``)
 ``"subgradient"``         hardmax weights (a subgradient of ``F``), projected on a ball that
                           holds ``x*``; ``eta_t = 2/(mu (t+1))`` with the average
                           ``sum t x_t / sum t`` (strongly convex) or ``eta_t = 2R/(G sqrt t)``
@@ -347,7 +347,8 @@ class _CurvatureCheck:
                 noise = 1e-10 * (np.abs(values) + np.abs(v_old) + np.abs(linear))
                 if np.any(excess - 0.5 * self.mu * sq < -noise):
                     measured = float(np.min(2.0 * excess / sq))
-                    self.refuted = min(measured, self.refuted or math.inf)
+                    known = math.inf if self.refuted is None else self.refuted
+                    self.refuted = min(measured, known)
         self._last = (x, values, jacobian)
 
 
