@@ -435,10 +435,10 @@ def _softmax(
 
     Defaults (they target ``min max``, not ``min F_tau``): ``line_search="armijo"`` with
     ``accelerated=True`` (``"fixed"``, not accelerated, when ``step_size`` is given or
-    ``stochastic=True``; an explicit ``line_search`` is not accelerated unless asked); with ``mu > 0`` known and exact
-    losses, no ``temperature`` means continuation from the problem's scale down to a bias of
-    a millionth of the initial gap (:func:`_auto_temperatures`); otherwise ``temperature``
-    is 0.1.
+    ``stochastic=True``; an explicit ``line_search`` is not accelerated unless asked); with
+    ``mu > 0`` known and exact losses, no ``temperature`` means continuation from the
+    problem's scale down to a bias of a millionth of the initial gap
+    (:func:`_auto_temperatures`); otherwise ``temperature`` is 0.1.
     """
     if temperature is not None:
         temperature = _positive("temperature", temperature)
