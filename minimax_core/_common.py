@@ -49,22 +49,22 @@ class Oracle:
             v, g = self._vj(x)
         else:
             v, g = self.problem.losses(x), self.problem.jacobian(x)
-        return self._checked(v, g, "losses", "jacobian")
+        return self._checked(v, g, "losses(x)", "jacobian(x)")
 
     def sample(self, x: Float, batch_size: int, rng: np.random.Generator) -> tuple[Float, Float]:
         """The problem's minibatch estimate of ``(L(x), J(x))`` (counted as an evaluation)."""
         self.nfev += 1
         v, g = self.problem.sample(x, batch_size, rng)
-        return self._checked(v, g, "sample", "sample")
+        return self._checked(v, g, "sample(x, ...)[0]", "sample(x, ...)[1]")
 
     def _checked(self, v: Any, g: Any, value_name: str, jac_name: str) -> tuple[Float, Float]:
         values, jac = _real_array(v, value_name), _real_array(g, jac_name)
         m, d = self.problem.num_tasks, self.problem.dim
         if values.shape != (m,) or jac.shape != (m, d):
             raise ValueError(
-                f"problem.{value_name}/{jac_name} returned shapes {values.shape} and {jac.shape} "
-                f"at evaluation {self.nfev}; they must be (num_tasks,) = ({m},) and "
-                f"(num_tasks, dim) = ({m}, {d}) at every evaluation"
+                f"problem.{value_name} must return shape (num_tasks,) = ({m},) and "
+                f"problem.{jac_name} shape (num_tasks, dim) = ({m}, {d}) at every evaluation; "
+                f"evaluation {self.nfev} returned {values.shape} and {jac.shape}"
             )
         return values, jac
 
