@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks import all_experiments
 from benchmarks.__main__ import main
-from benchmarks.experiments.sample_complexity import _fine_tune, samples_needed
+from benchmarks.experiments.sample_complexity import samples_needed
 
 THEORY = {
     "convergence": 10,
@@ -29,8 +29,8 @@ TINY = {
     "num-tasks": ["--tasks", "2", "6", "--dim", "4", "--seeds", "1", "--budget", "800"],
     "convex-combination": ["--num-tasks", "4", "--dim", "5", "--seeds", "2", "--mixtures", "5"],
     "sample-complexity": [
-        "--num-tasks", "3", "--dim", "8", "--mixtures", "2", "--upstream-samples", "40",
-        "--reps", "3", "--max-samples", "60", "--grid", "5", "--fine-tune-steps", "10",
+        "--num-tasks", "6", "--dim", "10", "--mixtures", "4", "--upstream-samples", "100",
+        "--reps", "6", "--max-samples", "300", "--grid", "8", "--prediction-families", "6",
     ],
 }  # fmt: skip
 
@@ -106,19 +106,71 @@ def test_convex_combination_guarantee(tmp_path, capsys):
     assert np.all(np.asarray(per_task["minimax"]["excess"]) >= -1e-9)
 
 
-def test_sample_complexity_outputs_and_forgetting_beyond_d(tmp_path, capsys):
-    data = run_tiny("sample-complexity", tmp_path, capsys)
-    grid = np.asarray(data["sample_grid"])
-    d = data["config"]["dim"]
-    ratio = np.asarray(data["results"]["converged"]["worst_task_ratio"]["mean"])
-    # with n > d least squares has one solution: GD to convergence forgets the init exactly
-    np.testing.assert_allclose(ratio[grid > d], 1.0, rtol=1e-6)
-    assert len(data["targets"]) == 3
-    for variant in ("early_stopped", "converged"):
-        for row in data["results"][variant]["targets"]:
-            assert set(row["hardest"]) == {"minimax", "average"}
-            assert len(row["per_task"]["minimax"]) == 3 + 2
-    assert set(data["summary"]["hardest_task_samples_ratio"]) == {"early_stopped", "converged"}
+ROW_KEYS = {
+    "family", "fine_tune", "budget", "target", "samples_minimax", "samples_average", "ratio",
+    "ratio_ci",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sample_complexity(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("sample-complexity")
+    assert main(["run", "sample-complexity", "--out", str(out), *TINY["sample-complexity"]]) == 0
+    assert (out / "sample-complexity.png").stat().st_size > 10_000
+    return json.loads((out / "sample-complexity.json").read_text())
+
+
+def test_sample_complexity_contract(sample_complexity):
+    data = sample_complexity
+    assert data["dim"] == 10
+    rows = data["results"]
+    assert {r["family"] for r in rows} >= {"iid", "outlier"}
+    assert {r["fine_tune"] for r in rows} == {"steps", "ball", "ridge", "converged"}
+    for r in rows:
+        assert set(r) == ROW_KEYS
+        assert (r["budget"] is None) == (r["fine_tune"] == "converged")
+        # a ratio with a censored side is null, and so is its interval
+        censored = r["samples_minimax"] is None or r["samples_average"] is None
+        assert (r["ratio"] is None) == censored
+        assert r["ratio_ci"] is None or (
+            r["ratio"] is not None and r["ratio_ci"][0] <= r["ratio_ci"][1]
+        )
+        # every target is reachable by at least one start
+        assert r["samples_minimax"] is not None or r["samples_average"] is not None
+    prediction = data["prediction"]
+    assert len(prediction) == 6
+    for p in prediction:
+        assert set(p) == {"family", "seed", "predicted_ratio", "measured_ratio"}
+        assert p["predicted_ratio"] > 0 and p["measured_ratio"] > 0
+    assert {p["family"] for p in prediction} == {"iid", "outlier", "heterogeneous"}
+    assert -1.0 <= data["spearman"] <= 1.0
+
+
+def test_sample_complexity_detects_the_outlier_advantage(sample_complexity):
+    """Positive control: on the outlier family, 2 GD steps from the minimax start need less
+    than half the samples for the hardest task at some target."""
+    ratios = [
+        r["ratio"]
+        for r in sample_complexity["results"]
+        if r["family"] == "outlier" and r["fine_tune"] == "steps" and r["budget"] == 2
+    ]
+    assert any(v is not None and v < 0.5 for v in ratios), ratios
+
+
+def test_converged_fine_tuning_forgets_the_start_beyond_d(sample_complexity):
+    """The control the other way: with more samples than parameters least squares has one
+    solution, so converged fine-tuning gives a ratio of 1 within noise."""
+    d = sample_complexity["dim"]
+    beyond = [
+        r
+        for r in sample_complexity["results"]
+        if r["fine_tune"] == "converged"
+        and r["ratio"] is not None
+        and min(r["samples_minimax"], r["samples_average"]) > d
+    ]
+    assert len(beyond) >= 3
+    for r in beyond:
+        assert 0.95 <= r["ratio"] <= 1.05, r
 
 
 def test_samples_needed_reads_the_last_crossing():
@@ -132,20 +184,6 @@ def test_samples_needed_reads_the_last_crossing():
     )
 
 
-def test_fine_tune_limit_is_the_solution_closest_to_the_init():
-    rng = np.random.default_rng(0)
-    for n, d in ((3, 6), (9, 4)):
-        xs, ys, x0 = (
-            rng.standard_normal((2, n, d)),
-            rng.standard_normal((2, n)),
-            rng.standard_normal(d),
-        )
-        limit = _fine_tune(x0, xs, ys, None)
-        pinv = x0 + np.einsum("...in,...n->...i", np.linalg.pinv(xs), ys - xs @ x0)
-        np.testing.assert_allclose(limit, pinv, atol=1e-10)
-        np.testing.assert_allclose(_fine_tune(x0, xs, ys, 5000), limit, atol=1e-8)
-
-
 @pytest.mark.parametrize(
     ("name", "bad"),
     [
@@ -154,6 +192,8 @@ def test_fine_tune_limit_is_the_solution_closest_to_the_init():
         ("num-tasks", ["--tasks", "1", "4"]),
         ("convex-combination", ["--seeds", "-1"]),
         ("sample-complexity", ["--max-samples", "3"]),
+        ("sample-complexity", ["--reps", "1"]),
+        ("sample-complexity", ["--dim", "30", "--upstream-samples", "20"]),
     ],
 )
 def test_bad_arguments_fail_before_writing(name, bad, tmp_path):
