@@ -112,7 +112,11 @@ def _runs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 def _curve(problem: Any, run: dict[str, Any], cfg: dict[str, Any], seed: int) -> mc.Result:
     options: dict[str, Any] = {}
     if run["method"] == "softmax":
-        options = {"temperature": run["temperature"], "step_size": run["step_size"]}
+        options = {
+            "temperature": run["temperature"],
+            "step_size": run["step_size"],
+            "line_search": "fixed",  # the constant step its theory allows, whatever the default
+        }
     return mc.minimize_max(
         problem,
         method=run["method"],
