@@ -58,8 +58,25 @@ def test_convergence_curves_respect_the_bounds_they_draw(tmp_path, capsys):
     tol = 1e-9 * max(1.0, abs(data["optimum"]["F_star"]))
     drawn = [r for r in runs if "bound" in r]
     assert {r["method"] for r in drawn} == {"softmax", "subgradient"}
-    for r in drawn:  # one-sided, at every recorded step
+    mu = data["problem"]["mu"]
+    for r in drawn:
+        step = np.asarray(r["step"], dtype=np.float64)
+        # the drawn line is the stated formula with the run's constants (the theorem's T for
+        # the subgradient method: history step s holds xbar_T, T = s + 1)
+        if r["method"] == "subgradient":
+            lip = data["subgradient_constants"]["lipschitz"]
+            expected = 2.0 * lip**2 / (mu * (step + 2.0))
+        else:
+            assert r["step_size"] == pytest.approx(1.0 / r["smoothness_tau"], rel=1e-12)
+            rate = 1.0 - mu / r["smoothness_tau"]
+            expected = rate**step * r["initial_smoothed_gap"] + r["smoothing_bound"]
+        np.testing.assert_allclose(r["bound"], expected, rtol=1e-12)
+        # it holds where drawn (at this budget it never drops below the initial gap, so this
+        # is monotone descent; proofs_checks tests the statements where they are tight)
         assert np.all(np.asarray(r["gap"]) <= np.asarray(r["bound"]) + tol), r["label"]
+        informative = r["bound_informative_from_step"]
+        below = np.asarray(r["bound"]) < r["gap"][0]
+        assert informative == (int(step[below][0]) if below.any() else None)
     for r in runs:
         assert r["step"][0] == 0 and r["step"][-1] == data["config"]["steps"]
         assert np.isfinite(r["final_gap"])
@@ -75,12 +92,18 @@ def test_temperature_limit_is_below_tau_log_m_and_grows_with_tau(tmp_path, capsy
     assert np.all(limits <= np.array([r["smoothing_bound"] for r in rows]) + 1e-9)
     assert np.all(limits >= -1e-9)
     assert np.all(np.diff(limits) > 0)
+    eps = data["summary"]["eps"]
+    m = data["config"]["num_tasks"]
     for r in rows:
-        if r["iterations_theory_bound"] is not None and r["iterations_theory_step"] is not None:
-            # the theorem's count is an upper bound on what the guaranteed step needs
-            assert r["iterations_theory_step"] <= r["iterations_theory_bound"]
-        if not r["limit_below_eps"]:
-            assert r["iterations_oracle_step"] is None
+        # the flag compares the smoothing's exact limit with eps
+        assert r["limit_below_eps"] == (r["limit_gap"] < eps)
+        # the theorem gives a count exactly when the smoothing costs less than eps
+        has_count = r["iterations_theory_bound"] is not None
+        assert has_count == (r["temperature"] * math.log(m) < eps)
+    # that count is an upper bound on what the guaranteed step needs: run in
+    # tests/test_proofs_checks.py::test_iteration_count_at_any_temperature_reaches_eps (here
+    # the counts are 1e5-1e7 steps, beyond any test budget)
+    assert any(r["iterations_oracle_step"] is not None for r in rows)
 
 
 def test_num_tasks_active_set_and_smoothing_error(tmp_path, capsys):
@@ -90,7 +113,6 @@ def test_num_tasks_active_set_and_smoothing_error(tmp_path, capsys):
         for tau in (0.1, 0.01):
             limit = row[f"limit_gap_tau={tau:g}"]
             assert -1e-9 <= limit <= tau * math.log(row["num_tasks"]) + 1e-9
-        assert row["seconds_per_step"] > 0
     assert [e["num_tasks"] for e in data["table"]] == [2, 6]
 
 
