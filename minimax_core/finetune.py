@@ -50,8 +50,9 @@ __all__ = [
 
 Float = NDArray[np.float64]
 
-#: bisection rounds of the trust-region multiplier (each halves a bracket of width ``lam_hi``)
-_BISECTION_ROUNDS = 200
+#: bisection rounds of the trust-region multiplier: the bracket ``[0, ||g||/R]`` shrinks to
+#: ``2^-90`` of its width, below float64 resolution of any multiplier that matters
+_BISECTION_ROUNDS = 90
 
 
 def _data(x0: ArrayLike, designs: ArrayLike, targets: ArrayLike) -> tuple[Float, Float, Float]:
@@ -123,17 +124,28 @@ class SpectralFit:
         out: Float = self.eigenvalues[..., -1]
         return out
 
-    def _range_mask(self) -> Float:
+    def _range_mask(self) -> NDArray[np.bool_]:
         """Eigenvalues numerically nonzero (``> d eps s_max``, as ``numpy.linalg.pinv``)."""
         d = self.eigenvalues.shape[-1]
         cutoff = d * np.finfo(np.float64).eps * self.smoothness[..., None]
-        out: Float = self.eigenvalues > cutoff
+        out: NDArray[np.bool_] = self.eigenvalues > cutoff
         return out
 
     def _apply(self, phi: Float) -> Float:
         """``x0 - V (phi * g0)``."""
         out: Float = self.x0 - (self.eigenvectors @ (phi * self.gradient)[..., None])[..., 0]
         return out
+
+    def with_start(self, x0: ArrayLike) -> SpectralFit:
+        """The same data from another start, without a new ``eigh``: ``V'(H x0' - b) = g0 +
+        diag(s) V'(x0' - x0)``."""
+        start = np.broadcast_to(np.asarray(x0, dtype=np.float64), self.x0.shape).copy()
+        if not np.all(np.isfinite(start)):
+            raise ValueError("x0 must be finite (no NaN or Inf)")
+        shift = (np.swapaxes(self.eigenvectors, -1, -2) @ (start - self.x0)[..., None])[..., 0]
+        return SpectralFit(
+            start, self.eigenvalues, self.eigenvectors, self.gradient + self.eigenvalues * shift
+        )
 
     def gd(self, steps: int | None) -> Float:
         """``steps`` GD steps at ``1/L_f`` (``None``: the limit closest to ``x0``)."""

@@ -816,13 +816,19 @@ def sample_mixtures(
     task = np.empty(u.shape, dtype=np.int64)
     for j in range(k):
         task[j] = np.searchsorted(cum[j], u[j], side="right")
-    z = rng.standard_normal((k, repetitions, num_samples, d))
-    eps = rng.standard_normal((k, repetitions, num_samples))
-    xs = np.empty_like(z)
+    z = rng.standard_normal((k * repetitions * num_samples, d))
+    eps = rng.standard_normal(k * repetitions * num_samples)
+    # rows grouped by upstream task: one matrix product per task on a contiguous block
+    flat = task.ravel()
+    order = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat[order], np.arange(family.num_tasks + 1))
     chol = np.linalg.cholesky(family.covariances)
     noise = family.noise_levels
+    xs = np.empty_like(z)
+    ys = np.empty_like(eps)
     for i in range(family.num_tasks):
-        rows = task == i
-        xs[rows] = z[rows] @ chol[i].T
-    ys = np.einsum("krnd,krnd->krn", xs, family.parameters[task]) + noise[task] * eps
-    return xs, ys
+        rows = order[bounds[i] : bounds[i + 1]]
+        a = z[rows] @ chol[i].T
+        xs[rows] = a
+        ys[rows] = a @ family.parameters[i] + noise[i] * eps[rows]
+    return xs.reshape(k, repetitions, num_samples, d), ys.reshape(k, repetitions, num_samples)

@@ -111,3 +111,14 @@ def test_bad_input_names_the_parameter():
         finetune.gd_steps(x0, np.full((4, 3), np.nan), np.zeros(4), 1)
     with pytest.raises(ValueError, match="steps"):
         finetune.projected_gd(x0, xs, ys, 1.0, None)  # type: ignore[arg-type]
+
+
+def test_with_start_equals_a_fresh_decomposition():
+    x0, xs, ys = batch(5, 4, seed=5)
+    other = np.random.default_rng(6).standard_normal(4)
+    moved = finetune.spectral_fit(x0, xs, ys).with_start(other)
+    fresh = finetune.spectral_fit(other, xs, ys)
+    for k in (1, 3, None):
+        np.testing.assert_allclose(moved.gd(k), fresh.gd(k), atol=1e-12)
+    np.testing.assert_allclose(moved.ball(0.3), fresh.ball(0.3), atol=1e-10)
+    np.testing.assert_allclose(moved.ridge(0.5), fresh.ridge(0.5), atol=1e-12)
