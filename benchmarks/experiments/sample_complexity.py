@@ -489,15 +489,8 @@ def run(args: argparse.Namespace) -> Report:
     contract_rows = [
         {k: r[k] for k in ("family", "seed", "predicted_ratio", "measured_ratio")} for r in study
     ]
-    spearman = (
-        float(
-            stats.spearmanr(
-                [r["predicted_ratio"] for r in study], [r["measured_ratio"] for r in study]
-            ).statistic
-        )
-        if len(study) >= 3
-        else None
-    )
+    spearman = _spearman(study)
+    by_family = {kind: _spearman([r for r in study if r["family"] == kind]) for kind in FAMILIES}
     out: Path = args.out
     payload = {
         "experiment": NAME,
@@ -507,6 +500,7 @@ def run(args: argparse.Namespace) -> Report:
         "results": rows,
         "prediction": contract_rows,
         "spearman": spearman,
+        "spearman_by_family": by_family,
         "prediction_details": study,
         "families": details,
     }
@@ -514,13 +508,31 @@ def run(args: argparse.Namespace) -> Report:
     png = _plot(details, study, spearman, grid, cfg, out / f"{NAME}.png")
     table = _table(rows)
     print(table)
-    print(f"  prediction study: {len(study)} families, Spearman {_fmt(spearman)}")
+    print(
+        f"  prediction study: {len(study)} families, Spearman {_fmt(spearman)} (within kinds: "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in by_family.items())
+        + ")"
+    )
     md = _markdown(rows, study, spearman, cfg, table, details, grid)
-    headline: dict[str, Any] = {"spearman": spearman}
+    md += (
+        "\nSpearman within each kind: "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in by_family.items())
+        + ".\n"
+    )
+    headline: dict[str, Any] = {"spearman": spearman, "spearman_by_family": by_family}
     for kind in cfg["families"]:
         best = _best_ratio(rows, kind, "steps", max_budget=5)
         headline[f"{kind}: lowest ratio at <= 5 GD steps"] = best
     return Report(json_path, (png,), md, headline)
+
+
+def _spearman(study: list[dict[str, Any]]) -> float | None:
+    """Spearman rank correlation of predicted and measured ratios (``None`` below 3 rows)."""
+    if len(study) < 3:
+        return None
+    pred = [r["predicted_ratio"] for r in study]
+    meas = [r["measured_ratio"] for r in study]
+    return float(stats.spearmanr(pred, meas).statistic)
 
 
 def _best_ratio(
