@@ -80,6 +80,7 @@ def iterations_to_gap(
         method="softmax",
         temperature=temperature,
         step_size=step,
+        line_search="fixed",
         steps=budget,
         tol=1e-300,
         callback=stop,

@@ -1,7 +1,8 @@
 """Framework-agnostic minimax solvers and theory for task-robust pre-training.
 
 ``min_x max_i L_i(x)`` over ``M`` tasks: weight rules (:mod:`~minimax_core.weights`), task
-families with known constants (:mod:`~minimax_core.problems`), solvers
+families with known constants (:mod:`~minimax_core.problems`), downstream fine-tuning from
+a start (:mod:`~minimax_core.finetune`), solvers
 (:func:`minimize_max`), closed-form bounds (:mod:`~minimax_core.bounds`) and a CVXPY
 reference (:mod:`~minimax_core.reference`, imported on demand).
 
@@ -13,13 +14,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import bounds, problems, solvers, weights
+from . import bounds, finetune, problems, solvers, weights
 from .solvers import Iterate, Result, minimize_max
 
 __all__ = [
     "Iterate",
     "Result",
     "bounds",
+    "finetune",
     "minimize_max",
     "problems",
     "reference",

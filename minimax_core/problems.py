@@ -13,7 +13,11 @@ also know their constants and can sample minibatch estimates for the stochastic 
 
 Families: :class:`QuadraticTasks` (and :func:`random_quadratic`), :class:`LeastSquaresTasks`
 built from samples (and the population model :class:`RegressionFamily` that generates
-them), and :class:`LogisticTasks` (L2-regularised logistic regression on samples).
+them), and :class:`LogisticTasks` (L2-regularised logistic regression on samples). Section
+5's regression families: i.i.d. task deviations (:func:`regression_family`), a cluster
+with outlier tasks (:func:`outlier_family`) and heterogeneous noise and curvature
+(:func:`heterogeneous_family`); downstream tasks are mixtures of them
+(:func:`downstream_tasks`, :func:`sample_mixtures`).
 """
 
 from __future__ import annotations
@@ -37,11 +41,14 @@ __all__ = [
     "check_problem",
     "downstream_tasks",
     "generic_lipschitz",
+    "heterogeneous_family",
     "logistic_tasks",
+    "outlier_family",
     "random_mixtures",
     "random_quadratic",
     "regression_family",
     "sample_mixture",
+    "sample_mixtures",
 ]
 
 Float = NDArray[np.float64]
@@ -385,16 +392,26 @@ class LeastSquaresTasks(QuadraticTasks):
 class RegressionFamily:
     """Population model of linear-regression tasks (the Section 5 generator).
 
-    Task ``i`` draws ``a ~ N(0, Sigma_i)`` and ``y = a' theta_i + noise * eps``; its
-    population loss ``E[(a'x - y)^2]/2 = 0.5 (x - theta_i)' Sigma_i (x - theta_i) + noise^2/2``
-    is a :class:`QuadraticTasks` (``population()``); ``empirical(n)`` draws ``n`` samples per
-    task and returns the :class:`LeastSquaresTasks` on them.
+    Task ``i`` draws ``a ~ N(0, Sigma_i)`` and ``y = a' theta_i + noise_i * eps``; its
+    population loss ``E[(a'x - y)^2]/2 = 0.5 (x - theta_i)' Sigma_i (x - theta_i) +
+    noise_i^2/2`` is a :class:`QuadraticTasks` (``population()``); ``empirical(n)`` draws
+    ``n`` samples per task and returns the :class:`LeastSquaresTasks` on them. ``noise`` is
+    one level for every task or one per task (``(M,)``); ``eigenvalue_range`` holds the
+    exact ``(mu, smoothness)`` of the population tasks.
     """
 
     covariances: Float  # (M, d, d)
     parameters: Float  # (M, d)
-    noise: float
+    noise: float | Float
     eigenvalue_range: tuple[float, float]
+
+    @property
+    def noise_levels(self) -> Float:
+        """The label-noise standard deviation of every task, ``(M,)``."""
+        out: Float = np.broadcast_to(
+            np.asarray(self.noise, dtype=np.float64), (self.num_tasks,)
+        ).copy()
+        return out
 
     @property
     def num_tasks(self) -> int:
@@ -405,7 +422,7 @@ class RegressionFamily:
         return int(self.parameters.shape[1])
 
     def population(self) -> QuadraticTasks:
-        offsets = np.full(self.num_tasks, 0.5 * self.noise**2)
+        offsets = 0.5 * self.noise_levels**2
         return QuadraticTasks(
             self.covariances, self.parameters, offsets, eigenvalue_range=self.eigenvalue_range
         )
@@ -419,7 +436,8 @@ class RegressionFamily:
             raise ValueError(f"task must be in [0, {self.num_tasks - 1}], got {task}")
         chol = np.linalg.cholesky(self.covariances[task])
         a = rng.standard_normal((num_samples, self.dim)) @ chol.T
-        y = a @ self.parameters[task] + self.noise * rng.standard_normal(num_samples)
+        noise = float(self.noise_levels[task])
+        y = a @ self.parameters[task] + noise * rng.standard_normal(num_samples)
         return a, y
 
     def empirical(self, num_samples: int, seed: int = 0, l2: float = 0.0) -> LeastSquaresTasks:
@@ -457,6 +475,117 @@ def regression_family(
     theta0 = rng.standard_normal(dim) / math.sqrt(dim)
     theta = theta0 + task_spread * rng.standard_normal((num_tasks, dim)) / math.sqrt(dim)
     return RegressionFamily(cov, theta, float(noise), (float(mu), float(smoothness)))
+
+
+def _covariances(
+    rng: np.random.Generator, num_tasks: int, dim: int, mu: float, smoothness: float
+) -> Float:
+    """``Q_i diag(lambda_i) Q_i'`` with Haar ``Q_i`` and the spectra of :func:`_spectra`."""
+    q = _orthogonal_stack(rng, num_tasks, dim)
+    lam = _spectra(rng, num_tasks, dim, mu, smoothness)
+    cov = np.einsum("mij,mj,mkj->mik", q, lam, q)
+    out: Float = 0.5 * (cov + np.swapaxes(cov, 1, 2))
+    return out
+
+
+def _check_family_constants(mu: float, smoothness: float) -> tuple[float, float]:
+    mu, smoothness = float(mu), float(smoothness)
+    if not (0 < mu <= smoothness < math.inf):
+        raise ValueError(f"need 0 < mu <= smoothness < inf, got mu={mu}, smoothness={smoothness}")
+    return mu, smoothness
+
+
+def outlier_family(
+    num_tasks: int,
+    dim: int,
+    *,
+    num_outliers: int = 1,
+    outlier_distance: float = 3.0,
+    cluster_spread: float = 0.3,
+    mu: float = 0.5,
+    smoothness: float = 5.0,
+    noise: float = 0.5,
+    seed: int = 0,
+) -> RegressionFamily:
+    """A cluster of similar tasks plus ``num_outliers`` far-away tasks (Section 5's case
+    where minimax pre-training can pay off).
+
+    ``theta_0 ~ N(0, I/d)``; the ``M - num_outliers`` cluster tasks have ``theta_i = theta_0 +
+    cluster_spread * delta_i`` with ``delta_i ~ N(0, I/d)``; outlier ``k`` has ``theta =
+    theta_0 + outlier_distance * u_k`` with ``u_k`` a uniform random unit vector (so it sits
+    at exactly ``outlier_distance`` from ``theta_0``). The outliers come last. The average-
+    risk point sits near the cluster (weight ``(M - k)/M``), the minimax point between the
+    cluster and the outliers, much nearer the hardest downstream task (an outlier vertex).
+    Covariances as in :func:`regression_family` (exact ``mu``, ``smoothness``).
+    """
+    num_tasks = _check_pos_int("num_tasks", num_tasks)
+    dim = _check_pos_int("dim", dim)
+    num_outliers = _check_pos_int("num_outliers", num_outliers)
+    if num_outliers >= num_tasks:
+        raise ValueError(
+            f"num_outliers must be in [1, num_tasks - 1] = [1, {num_tasks - 1}], got {num_outliers}"
+        )
+    mu, smoothness = _check_family_constants(mu, smoothness)
+    outlier_distance = _check_nonneg("outlier_distance", outlier_distance)
+    cluster_spread = _check_nonneg("cluster_spread", cluster_spread)
+    noise = _check_nonneg("noise", noise)
+    rng = np.random.default_rng(seed)
+    cov = _covariances(rng, num_tasks, dim, mu, smoothness)
+    theta0 = rng.standard_normal(dim) / math.sqrt(dim)
+    cluster = num_tasks - num_outliers
+    theta = np.empty((num_tasks, dim))
+    theta[:cluster] = theta0 + cluster_spread * rng.standard_normal((cluster, dim)) / math.sqrt(dim)
+    u = rng.standard_normal((num_outliers, dim))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    theta[cluster:] = theta0 + outlier_distance * u
+    return RegressionFamily(cov, theta, noise, (mu, smoothness))
+
+
+def heterogeneous_family(
+    num_tasks: int,
+    dim: int,
+    *,
+    noise_range: tuple[float, float] = (0.1, 1.5),
+    curvature_range: tuple[float, float] = (1.0, 8.0),
+    mu: float = 0.5,
+    smoothness: float = 5.0,
+    task_spread: float = 1.0,
+    seed: int = 0,
+) -> RegressionFamily:
+    """Tasks of heterogeneous difficulty: label noise and curvature differ across tasks.
+
+    Task ``i`` has noise level ``sigma_i`` and curvature scale ``kappa_i``, each spread
+    log-uniformly over its range with both end points attained (``M >= 2``) and randomly
+    paired; ``Sigma_i = kappa_i Q_i diag(lambda_i) Q_i'`` with the spectra of
+    :func:`regression_family` in ``[mu, smoothness]``, so the exact constants are ``(mu
+    kappa_min, smoothness kappa_max)``; ``theta_i = theta_0 + task_spread * delta_i`` as in
+    the i.i.d. family. A noisy task has a high loss floor ``sigma_i^2/2`` (the minimax point
+    leans toward it), a curved one a large excess risk per unit distance.
+    """
+    num_tasks = _check_pos_int("num_tasks", num_tasks)
+    dim = _check_pos_int("dim", dim)
+    mu, smoothness = _check_family_constants(mu, smoothness)
+    task_spread = _check_nonneg("task_spread", task_spread)
+    ranges = {"noise_range": noise_range, "curvature_range": curvature_range}
+    for name, (lo, hi) in ranges.items():
+        if not (0 < float(lo) <= float(hi) < math.inf):
+            raise ValueError(f"{name} must satisfy 0 < low <= high < inf, got {(lo, hi)}")
+    rng = np.random.default_rng(seed)
+    cov = _covariances(rng, num_tasks, dim, mu, smoothness)
+    theta0 = rng.standard_normal(dim) / math.sqrt(dim)
+    theta = theta0 + task_spread * rng.standard_normal((num_tasks, dim)) / math.sqrt(dim)
+    grid = np.linspace(0.0, 1.0, num_tasks) if num_tasks > 1 else np.zeros(1)
+
+    def spread(lo: float, hi: float) -> Float:
+        out: Float = float(lo) * (float(hi) / float(lo)) ** rng.permutation(grid)
+        return out
+
+    noise = spread(*noise_range)
+    kappa = spread(*curvature_range)
+    k_lo, k_hi = float(kappa.min()), float(kappa.max())
+    return RegressionFamily(
+        cov * kappa[:, None, None], theta, noise, (mu * k_lo, smoothness * k_hi)
+    )
 
 
 class LogisticTasks:
@@ -697,3 +826,45 @@ def sample_mixture(
             ys.append(y)
     order = rng.permutation(num_samples)
     return np.concatenate(xs)[order], np.concatenate(ys)[order]
+
+
+def sample_mixtures(
+    family: RegressionFamily,
+    mixtures: ArrayLike,
+    num_samples: int,
+    repetitions: int,
+    rng: np.random.Generator,
+) -> tuple[Float, Float]:
+    """``repetitions`` independent draws of ``num_samples`` rows of every downstream task.
+
+    The vectorised :func:`sample_mixture`: row ``(j, r, k)`` picks upstream task ``i`` with
+    probability ``lambda_ji`` and draws ``(a, y)`` from it. Returns ``X`` ``(K, R, n, d)``
+    and ``y`` ``(K, R, n)``. The rows are i.i.d., so any prefix ``[..., :n']`` is itself a
+    sample of size ``n'`` (nested samples for a sample-size sweep).
+    """
+    lam = _check_mixtures(mixtures, family.num_tasks)
+    num_samples = _check_pos_int("num_samples", num_samples)
+    repetitions = _check_pos_int("repetitions", repetitions)
+    k, d = lam.shape[0], family.dim
+    cum = np.cumsum(lam, axis=1)
+    cum[:, -1] = np.inf  # rounding never sends a row past the last task
+    u = rng.random((k, repetitions, num_samples))
+    task = np.empty(u.shape, dtype=np.int64)
+    for j in range(k):
+        task[j] = np.searchsorted(cum[j], u[j], side="right")
+    z = rng.standard_normal((k * repetitions * num_samples, d))
+    eps = rng.standard_normal(k * repetitions * num_samples)
+    # rows grouped by upstream task: one matrix product per task on a contiguous block
+    flat = task.ravel()
+    order = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat[order], np.arange(family.num_tasks + 1))
+    chol = np.linalg.cholesky(family.covariances)
+    noise = family.noise_levels
+    xs = np.empty_like(z)
+    ys = np.empty_like(eps)
+    for i in range(family.num_tasks):
+        rows = order[bounds[i] : bounds[i + 1]]
+        a = z[rows] @ chol[i].T
+        xs[rows] = a
+        ys[rows] = a @ family.parameters[i] + noise[i] * eps[rows]
+    return xs.reshape(k, repetitions, num_samples, d), ys.reshape(k, repetitions, num_samples)

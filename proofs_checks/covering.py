@@ -55,7 +55,8 @@ def check_covering(
     radius: float, eps: float, dim: int, *, num_candidates: int = 5000, seed: int = 0
 ) -> Slack:
     """``|P| <= (1 + 2r/eps)^d`` for a greedy maximal ``eps``-separated set ``P`` of
-    ``num_candidates`` uniform points of ``B_r``.
+    ``num_candidates`` uniform points of ``B_r``; ``ValueError`` unless ``num_candidates``
+    exceeds the bound (otherwise ``|P| <= num_candidates`` holds it whatever the net).
 
     ``slack`` is ``log bound - log |P|`` (nats, so one scale fits every dimension);
     ``ratio`` is ``|P| / bound``; ``details["coverage"]`` the fraction of 2000 fresh uniform
@@ -71,12 +72,18 @@ def check_covering(
         raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
     if num_candidates < 1:
         raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+    log_bound = mc.bounds.covering_number_log(radius, eps, dim)
+    if log_bound >= math.log(num_candidates):
+        raise ValueError(
+            f"num_candidates must exceed the bound (1 + 2r/eps)^d = {math.exp(log_bound):.4g}: "
+            f"a net of {num_candidates} candidates can never violate it (a vacuous check); "
+            "raise num_candidates or eps"
+        )
     rng = np.random.default_rng(seed)
     centre = np.zeros(dim)
     net = greedy_packing(sample_ball(rng, centre, radius, num_candidates), eps)
     fresh = sample_ball(rng, centre, radius, 2000)
     nearest, _ = cKDTree(net).query(fresh)
-    log_bound = mc.bounds.covering_number_log(radius, eps, dim)
     return Slack(
         statement="N(B_r, eps) <= (1 + 2r/eps)^d",
         slack=log_bound - math.log(len(net)),

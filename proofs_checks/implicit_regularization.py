@@ -53,9 +53,11 @@ def check_gd_in_ball(
 ) -> Slack:
     """Run GD with step ``1/smoothness`` and check ``||x_t - x*|| <= (1 - mu/L)^t r``.
 
-    ``slack`` is the smallest ``(1 - mu/L)^t r - ||x_t - x*||`` (length units);
-    ``details["radius_slack"]`` the smallest ``r - ||x_t - x*||``; ``ratio`` the largest
-    ``||x_t - x*|| / r``. The tolerance covers rounding of ``x*`` and of each step.
+    Over the steps ``t = 1..steps`` (at ``t = 0`` both sides are ``r`` by definition, which
+    would make every slack 0 and every ratio 1 whatever the iteration did): ``slack`` is the
+    smallest ``(1 - mu/L)^t r - ||x_t - x*||`` (length units); ``details["radius_slack"]``
+    the smallest ``r - ||x_t - x*||``; ``ratio`` the largest ``||x_t - x*|| / ((1 -
+    mu/L)^t r)``. The tolerance covers rounding of ``x*`` and of each step.
     """
     steps = check_steps(steps)
     mu, smoothness = float(mu), float(smoothness)
@@ -75,16 +77,24 @@ def check_gd_in_ball(
     distance = np.asarray(dist)
     bound = mc.bounds.gradient_descent_distance_bound(mu, smoothness, r0, np.arange(steps + 1))
     scale = max(1.0, float(np.linalg.norm(x_star)), float(np.linalg.norm(np.asarray(x0))))
+    tol = 1e3 * EPS * scale * x.shape[0]
+    later = slice(1, None)  # t >= 1: t = 0 holds with equality by definition
+    meaningful = bound[later] > tol
+    ratio = (
+        float(np.max(distance[later][meaningful] / bound[later][meaningful]))
+        if meaningful.any()
+        else 0.0
+    )
     return Slack(
         statement="||x_t - x*|| <= (1 - mu_f/L_f)^t ||x_0 - x*||",
-        slack=float(np.min(bound - distance)),
-        tolerance=1e3 * EPS * scale * x.shape[0],
-        ratio=float(distance.max() / r0) if r0 > 0 else 0.0,
+        slack=float(np.min(bound[later] - distance[later])),
+        tolerance=tol,
+        ratio=ratio,
         details={
             "distance": distance,
             "bound": bound,
             "radius": r0,
-            "radius_slack": float(np.min(r0 - distance)),
+            "radius_slack": float(np.min(r0 - distance[later])),
         },
     )
 

@@ -105,6 +105,7 @@ def _run_softmax(
         method="softmax",
         temperature=temperature,
         step_size=eta,
+        line_search="fixed",
         steps=steps,
         x0=x0,
         tol=1e-300,

@@ -52,9 +52,17 @@ def average_risk_minimiser(problem: mc.problems.QuadraticTasks) -> np.ndarray:
 class Perturbed:
     """A problem whose gradients (or claimed constants) are wrong: the negative control."""
 
-    def __init__(self, base: Any, *, grad_scale: float = 1.0, mu_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        base: Any,
+        *,
+        grad_scale: float = 1.0,
+        mu_scale: float = 1.0,
+        lipschitz_scale: float = 1.0,
+    ) -> None:
         self.base = base
         self.grad_scale = grad_scale
+        self.lipschitz_scale = lipschitz_scale
         self.num_tasks, self.dim = base.num_tasks, base.dim
         self.mu, self.smoothness = base.mu * mu_scale, base.smoothness
 
@@ -68,10 +76,27 @@ class Perturbed:
         return self.base.hessians(x)
 
     def lipschitz(self, center: np.ndarray, radius: float) -> float:
-        return self.base.lipschitz(center, radius)
+        return self.lipschitz_scale * self.base.lipschitz(center, radius)
 
     def cvxpy_losses(self, cp: Any, x: Any) -> list[Any]:
         return self.base.cvxpy_losses(cp, x)
+
+
+def opposed_pair() -> mc.problems.QuadraticTasks:
+    """Two tasks ``0.5 ||x -+ e_1||^2``: at ``x = 0`` equal losses and gradients ``-+ e_1``,
+    the case that attains the curvature bound ``L + G^2/tau``; ``F = 0.5 ||x||^2 + |x_1| +
+    0.5`` has a kink at its minimiser ``0`` (the subgradient method's hard case)."""
+    return mc.problems.QuadraticTasks(
+        np.stack([np.eye(2)] * 2), np.array([[1.0, 0.0], [-1.0, 0.0]]), np.zeros(2)
+    )
+
+
+def slow_direction_task() -> mc.problems.QuadraticTasks:
+    """One task ``diag(1, 4)`` started on its ``mu`` eigenvector: the smoothed gap contracts
+    by exactly ``(1 - eta mu)^2`` per step, within a hair of the bound ``1 - mu/L_tau``."""
+    return mc.problems.QuadraticTasks(
+        np.diag([1.0, 4.0])[None], np.array([[3.0, 0.0]]), np.zeros(1)
+    )
 
 
 # --------------------------------------------------------------------------- log-sum-exp
@@ -132,6 +157,18 @@ def test_curvature_bounds_on_generated_problems(problem, temperature, radius, se
     assert result.details["min_curvature_over_mu"] >= 1.0 - 1e-6
 
 
+def test_curvature_check_catches_an_understated_lipschitz_constant():
+    """Near-tight: at ``tau = 0.1`` on the ball of radius 0.1 around the tie point the
+    largest curvature is ~0.84 of ``L + G^2/tau``; with ``G`` understated 2x the check
+    fails."""
+    problem = opposed_pair()
+    honest = smoothing_curvature.check_curvature(problem, 0.1, radius=0.1)
+    assert_holds(honest)
+    assert honest.ratio > 0.75
+    wrong = Perturbed(problem, lipschitz_scale=0.5)
+    assert not smoothing_curvature.check_curvature(wrong, 0.1, radius=0.1).holds
+
+
 def test_curvature_check_catches_an_overstated_mu():
     problem = mc.problems.random_quadratic(3, 4, seed=2)
     assert smoothing_curvature.check_curvature(problem, 1.0, radius=2.0).holds
@@ -163,6 +200,18 @@ def test_softmax_rate_matches_the_hessian_at_the_optimum(seed):
     assert math.log(measured) / math.log(predicted) == pytest.approx(1.0, abs=0.03)
     # and the theorem's worst-case rate is slower than what happens
     assert result.details["rate_bound"] >= measured
+
+
+def test_linear_rate_check_catches_mu_overstated_twice():
+    """Near-tight (measured / bound 0.999): with ``mu`` overstated 2x the rate bound
+    ``1 - 2 mu / L_tau`` is faster than the true ``(1 - mu / L_tau)^2`` and the check fails."""
+    problem = slow_direction_task()
+    honest = softmax_rate.check_linear_rate(problem, 0.5, steps=100)
+    assert_holds(honest)
+    assert honest.ratio > 0.99
+    assert not softmax_rate.check_linear_rate(
+        Perturbed(problem, mu_scale=2.0), 0.5, steps=100
+    ).holds
 
 
 @given(
@@ -206,10 +255,16 @@ def test_subgradient_rate_is_one_over_t(num_tasks, dim, smoothness, seed):
 
 
 def test_subgradient_check_catches_an_overstated_mu():
-    problem = mc.problems.random_quadratic(6, 5, mu=1.0, smoothness=10.0, seed=0)
-    assert subgradient_rate.check_subgradient_bound(problem, steps=300).holds
-    wrong = Perturbed(problem, mu_scale=1e4)  # steps 1e4 times too short, bound 1e4 too small
-    assert not subgradient_rate.check_subgradient_bound(wrong, steps=300).holds
+    """On the kink of two opposed tasks (measured / bound 0.1) the check fails with ``mu``
+    overstated 10x (and already 2x): the steps and the projection radius shrink with it."""
+    problem = opposed_pair()
+    x0 = np.array([0.5, 2.0])
+    honest = subgradient_rate.check_subgradient_bound(problem, steps=300, x0=x0)
+    assert_holds(honest)
+    assert honest.ratio > 0.05
+    for scale in (10.0, 2.0):
+        wrong = Perturbed(problem, mu_scale=scale)
+        assert not subgradient_rate.check_subgradient_bound(wrong, steps=300, x0=x0).holds
 
 
 # --------------------------------------------------------------------------- Section 5
@@ -260,6 +315,31 @@ def test_gd_contraction_is_tight_on_a_quadratic():
     assert rate == pytest.approx(1 - 0.5 / 4.0, rel=1e-6)
 
 
+def test_ball_check_ignores_the_trivial_first_step():
+    """At ``t = 0`` distance and bound are both ``r``; the slack and ratio come from ``t >=
+    1``, so a contraction exactly at the bound has ratio 1 and a faster one less."""
+    c = np.array([1.0, 0.0])
+    fast = implicit_regularization.check_gd_in_ball(
+        lambda x: np.diag([1.0, 2.0]) @ (x - c), np.zeros(2), c, 0.5, 2.0, steps=20
+    )
+    assert_holds(fast)
+    assert fast.slack > 1e-3  # x0 - x* on the stiff-ish direction: faster than the bound
+    assert fast.ratio < 1.0 - 1e-3
+    exact = implicit_regularization.check_gd_in_ball(
+        lambda x: np.diag([0.5, 2.0]) @ (x - c), np.zeros(2), c, 0.5, 2.0, steps=20
+    )
+    assert exact.ratio == pytest.approx(1.0, abs=1e-12)
+
+
+def test_ball_check_catches_mu_overstated_twice():
+    """On the slow eigen-direction the contraction is exactly ``1 - mu/L``; claiming ``2 mu``
+    promises ``1 - 2 mu/L`` and fails from the first step."""
+    c = np.array([1.0, 0.0])
+    grad = lambda x: np.diag([0.5, 2.0]) @ (x - c)  # noqa: E731
+    assert implicit_regularization.check_gd_in_ball(grad, np.zeros(2), c, 0.5, 2.0).holds
+    assert not implicit_regularization.check_gd_in_ball(grad, np.zeros(2), c, 1.0, 2.0).holds
+
+
 def test_ball_check_catches_a_too_long_step():
     c = np.ones(3)
     # gradient of 0.5 * 2.5 ||x - c||^2 while claiming L = 1: GD overshoots and diverges
@@ -272,12 +352,28 @@ def test_ball_check_catches_a_too_long_step():
 # --------------------------------------------------------------------------- covering
 
 
-@given(st.floats(0.5, 3.0), st.floats(0.1, 1.0), st.integers(1, 4), seeds)
+@given(st.floats(0.5, 3.0), st.floats(0.5, 3.0), st.integers(1, 4), seeds)
 @settings(max_examples=20)
-def test_covering_bound(radius, eps, dim, seed):
-    result = covering.check_covering(radius, eps, dim, num_candidates=1500, seed=seed)
+def test_covering_bound(radius, radius_over_eps, dim, seed):
+    # (1 + 2r/eps)^d <= 7^4 = 2401 < 3000 candidates: the bound is never met for free
+    eps = radius / radius_over_eps
+    result = covering.check_covering(radius, eps, dim, num_candidates=3000, seed=seed)
     assert_holds(result)
     assert result.details["net_size"] >= 1
+
+
+def test_covering_check_refuses_to_be_vacuous():
+    """With at most as many candidates as the bound, no net can violate it."""
+    with pytest.raises(ValueError, match="num_candidates"):
+        covering.check_covering(1.0, 0.1, 3, num_candidates=1000)  # bound 21^3 = 9261
+
+
+@pytest.mark.parametrize(("radius_over_eps", "dim"), [(10.0, 1), (5.0, 2)])
+def test_covering_check_catches_a_bound_off_by_two(monkeypatch, radius_over_eps, dim):
+    """Misstate the net bound as ``(1 + r/eps)^d`` (the 2 dropped): the check fails."""
+    assert covering.check_covering(1.0, 1.0 / radius_over_eps, dim).holds
+    monkeypatch.setattr(mc.bounds, "covering_number_log", lambda r, e, d: d * math.log1p(r / e))
+    assert not covering.check_covering(1.0, 1.0 / radius_over_eps, dim).holds
 
 
 @pytest.mark.parametrize("dim", [1, 2])
@@ -364,7 +460,14 @@ def test_iteration_count_at_any_temperature_reaches_eps(share):
     count = mc.bounds.softmax_iterations_at_temperature(eps, tau, gap0, rate, 3)
     assert count is not None and 0 < count <= 20_000
     res = mc.minimize_max(
-        problem, "softmax", temperature=tau, step_size=eta, steps=count, tol=1e-300, x0=x0
+        problem,
+        "softmax",
+        temperature=tau,
+        step_size=eta,
+        line_search="fixed",
+        steps=count,
+        tol=1e-300,
+        x0=x0,
     )
     assert res.nit == count
     assert res.fun - bracket.lower <= eps

@@ -81,7 +81,13 @@ def _seconds_per_step(problem: Any, tau: float, steps: int = 200) -> float:
     with single_threaded():
         start = time.perf_counter()
         mc.minimize_max(
-            problem, method="softmax", temperature=tau, step_size=1e-6, steps=steps, tol=1e-300
+            problem,
+            method="softmax",
+            temperature=tau,
+            step_size=1e-6,
+            line_search="fixed",
+            steps=steps,
+            tol=1e-300,
         )
         return (time.perf_counter() - start) / steps
 

@@ -1,402 +1,639 @@
-"""Section 5: samples a downstream task needs from the minimax vs the average-risk
-initialisation.
+"""Section 5: downstream samples the hardest task needs from the minimax vs the average-risk
+start, with fine-tuning as the theory has it (a limited budget around the start).
 
-Upstream: ``M`` linear-regression tasks of :func:`minimax_core.problems.regression_family`,
-each learnt from ``n_up`` samples (:class:`~minimax_core.problems.LeastSquaresTasks`); the
-minimax point ``x_mm`` (CVXPY) and the average-risk minimiser ``x_avg`` are the two
-initialisations. Downstream: the ``M`` upstream tasks themselves and random mixtures
-``lambda ~ Dirichlet(1)``; a downstream sample picks an upstream task ``i`` with
-probability ``lambda_i`` and draws from it, so the population loss is ``l_j = sum_i
-lambda_ji L_i`` (:func:`minimax_core.problems.sample_mixture`).
+Upstream: ``M`` linear-regression tasks of one of three families of
+:mod:`minimax_core.problems` -- ``iid`` (:func:`~minimax_core.problems.regression_family`),
+``outlier`` (a cluster plus one far task, :func:`~minimax_core.problems.outlier_family`)
+and ``heterogeneous`` (noise levels and curvatures differ,
+:func:`~minimax_core.problems.heterogeneous_family`) -- each learnt from ``n_up`` samples.
+The starts: the minimax point of the empirical tasks (``minimize_max(method="auto")``,
+exact) and the average-risk minimiser. Downstream: the ``M`` upstream tasks and random
+``Dirichlet(1)`` mixtures; a downstream sample picks upstream task ``i`` with probability
+``lambda_i``, so the population loss is ``l_j = sum_i lambda_ji L_i``.
 
-Fine-tuning: from each initialisation, gradient descent with step ``1/L_emp`` on the
-least-squares loss of ``n`` downstream samples, (a) for a fixed budget of steps (early
-stopping, the usual fine-tuning protocol) and (b) to convergence (the interpolant or
-least-squares solution closest to the initialisation, where GD converges). Both
-initialisations see the same samples. Measured: the population excess risk ``l_j(x) -
-min l_j`` of every task for every ``n`` on a grid and every repetition (seed).
+Fine-tuning (:mod:`minimax_core.finetune`, all exact spectral forms of one ``eigh``): ``k``
+GD steps at ``1/L_f`` (``k`` in 1, 2, 5, 10, 20, 50), GD to convergence, the limit of
+projected GD on ``B(x0, R)`` (``R`` a fraction of the spread of the upstream task optima)
+and ridge toward the start (``strength`` a fraction of the upstream tasks' mean
+curvature). Both starts see the same samples (paired); the sample sizes are nested prefixes
+of one draw per repetition.
 
-Samples needed for a target excess risk: the smallest ``n`` from which the mean excess
-risk (over repetitions) stays below the target on the rest of the grid (log-log
-interpolation at the crossing); reported per task and for the hardest task (the curve of
-the worst task per repetition). Targets are fixed fractions of the worst initial excess
-risk at the average-risk initialisation (one number for both initialisations).
+Measured: the population excess risk of the hardest downstream task (the largest over
+tasks, per repetition), averaged over repetitions, on a grid of ``n``. Samples needed for
+a target: the smallest ``n`` from which that mean stays below the target (log-log
+interpolation at the crossing; :func:`samples_needed`); ``null`` when a start never gets
+there on the grid. Targets, per family and budget: geometric points ``lo^(1-q) hi^q``,
+``q`` in (0.2, 0.5, 0.8), between ``lo`` = what the better start reaches at the largest
+``n`` (so each target is reachable by at least one start; the ERM floor, the converged
+excess at that ``n``, is reported alongside) and ``hi`` = the lower of the two curves at
+the smallest ``n`` (so no target is met by both at once). The ratio is minimax / average
+samples (interpolated; the rows report them rounded up to integers); it is ``null`` when
+either side is ``null`` (a censored comparison: the row says which start failed).
+``ratio_ci``: paired bootstrap over repetitions (percentiles 2.5 and 97.5), ``null`` when
+the ratio is ``null`` or more than 2.5% of the bootstrap replicates have a censored side
+(an unbounded end).
+
+Prediction: the covering argument of Section 5 (fine-tuning stays in ``B(x_j*, r_j)``,
+excess ``<= t`` within ``eps_j = sqrt(2 t / L_j)``, samples ``~ d log(1 + 2 r_j / eps_j)``
+for the hardest task ``j``) predicts the ratio of those terms. Over many random families of
+mixed kinds we compare it with the measured ratio at a fixed small budget (``k`` GD steps,
+target reachable by both starts) and report the Spearman correlation.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
+from scipy import stats
 
 import minimax_core as mc
-from proofs_checks._numerics import optimum_bracket
 
 from ..common import Experiment, Report, given, save_figure, write_json
 from ..theory import average_risk_minimiser
 
 NAME = "sample-complexity"
-TARGET_FRACTIONS = (0.5, 0.3, 0.1)
-VARIANTS = ("early_stopped", "converged")
+FAMILIES = ("iid", "outlier", "heterogeneous")
 INITS = ("minimax", "average")
-#: relative difference in samples needed below which two initialisations count as tied
-TIE = 0.02
+STEP_BUDGETS = (1, 2, 5, 10, 20, 50)
+#: ball radii as fractions of the RMS spread of the upstream task optima around their mean
+RADIUS_FRACTIONS = (0.5, 1.0, 2.0)
+#: ridge strengths as fractions of the upstream tasks' mean curvature ``mean_i tr(A_i)/d``
+RIDGE_FRACTIONS = (1.0, 0.3, 0.1)
+#: where the targets sit between ``lo`` (q = 0) and ``hi`` (q = 1), geometrically
+TARGET_LEVELS = (0.2, 0.5, 0.8)
+#: bootstrap replicates of ``ratio_ci``
+BOOTSTRAP = 400
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One fine-tuning mode and its budget (``None`` for ``converged``)."""
+
+    mode: str  # "steps" | "converged" | "ball" | "ridge"
+    value: float | None
+
+    @property
+    def label(self) -> str:
+        if self.mode == "converged":
+            return "converged"
+        if self.mode == "steps":
+            return f"{int(self.value or 0)} steps"
+        return f"{self.mode} {self.value:.3g}"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A family, its downstream tasks and the two starts."""
+
+    family: mc.problems.RegressionFamily
+    tasks: mc.problems.QuadraticTasks
+    mixtures: np.ndarray
+    starts: dict[str, np.ndarray]
+    radius_scale: float
+    curvature_scale: float
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-tasks", type=int, default=8, help="upstream tasks M (default 8)")
-    parser.add_argument("--dim", type=int, default=50, help="d (default 50)")
+    parser.add_argument("--dim", type=int, default=None, help="d (default 40, quick 20)")
     parser.add_argument(
         "--mixtures", type=int, default=8, help="random downstream mixtures (default 8)"
     )
     parser.add_argument(
-        "--upstream-samples", type=int, default=500, help="samples per upstream task"
+        "--upstream-samples",
+        type=int,
+        default=None,
+        help="samples per upstream task (default 500, quick 200)",
     )
-    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 16, quick 5)")
-    parser.add_argument("--max-samples", type=int, default=None, help="largest n (default 1000)")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 16, quick 8)")
     parser.add_argument(
-        "--grid", type=int, default=None, help="points on the n grid (default 10, quick 7)"
+        "--max-samples", type=int, default=None, help="largest n (default 1000, quick 400)"
     )
     parser.add_argument(
-        "--fine-tune-steps", type=int, default=50, help="GD steps of (a) (default 50)"
+        "--grid", type=int, default=None, help="points on the n grid (default 12, quick 9)"
     )
     parser.add_argument(
-        "--task-spread", type=float, default=1.0, help="spread of the task parameters"
+        "--families", nargs="+", default=list(FAMILIES), choices=FAMILIES, help="families"
     )
-    parser.add_argument("--noise", type=float, default=0.5, help="label noise (default 0.5)")
+    parser.add_argument(
+        "--prediction-families",
+        type=int,
+        default=None,
+        help="random families of the prediction study (default 60, quick 36)",
+    )
+    parser.add_argument(
+        "--prediction-steps", type=int, default=2, help="GD budget of the prediction study"
+    )
     parser.add_argument("--seed", type=int, default=0, help="family seed")
 
 
 def _config(args: argparse.Namespace) -> dict[str, Any]:
+    quick = args.quick
     cfg = {
         "num_tasks": args.num_tasks,
-        "dim": args.dim,
+        "dim": given(args.dim, 20 if quick else 40),
         "mixtures": args.mixtures,
-        "upstream_samples": args.upstream_samples,
-        "reps": given(args.reps, 5 if args.quick else 16),
-        "max_samples": given(args.max_samples, 1000),
-        "grid_points": given(args.grid, 7 if args.quick else 10),
-        "fine_tune_steps": args.fine_tune_steps,
-        "family": {
-            "mu": 0.5,
-            "smoothness": 5.0,
-            "task_spread": args.task_spread,
-            "noise": args.noise,
-            "seed": args.seed,
-        },
-        "target_fractions": list(TARGET_FRACTIONS),
+        "upstream_samples": given(args.upstream_samples, 200 if quick else 500),
+        "reps": given(args.reps, 8 if quick else 16),
+        "max_samples": given(args.max_samples, 400 if quick else 1000),
+        "grid_points": given(args.grid, 9 if quick else 12),
+        "families": list(args.families),
+        "prediction_families": given(args.prediction_families, 36 if quick else 60),
+        "prediction_steps": args.prediction_steps,
+        "prediction_reps": 4 if quick else 8,
+        "seed": args.seed,
+        "step_budgets": list(STEP_BUDGETS),
+        "radius_fractions": list(RADIUS_FRACTIONS),
+        "ridge_fractions": list(RIDGE_FRACTIONS),
+        "target_levels": list(TARGET_LEVELS),
+        "bootstrap": BOOTSTRAP,
         "min_samples": 5,
     }
-    for key in ("num_tasks", "dim", "upstream_samples", "reps", "fine_tune_steps", "grid_points"):
+    for key in ("num_tasks", "dim", "upstream_samples", "reps", "grid_points", "prediction_steps"):
         if cfg[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
+    if cfg["num_tasks"] < 2:
+        raise ValueError(
+            f"--num-tasks must be >= 2 (a family with an outlier), got {cfg['num_tasks']}"
+        )
+    if cfg["reps"] < 2:
+        raise ValueError(f"--reps must be >= 2 (the bootstrap needs two), got {cfg['reps']}")
     if cfg["mixtures"] < 0:
         raise ValueError(f"--mixtures must be >= 0, got {cfg['mixtures']}")
+    if cfg["prediction_families"] < 0:
+        raise ValueError(f"--prediction-families must be >= 0, got {cfg['prediction_families']}")
+    if cfg["upstream_samples"] < cfg["dim"]:
+        raise ValueError(
+            f"--upstream-samples must be >= dim = {cfg['dim']} (full-rank upstream tasks), "
+            f"got {cfg['upstream_samples']}"
+        )
     if cfg["max_samples"] <= cfg["min_samples"]:
         raise ValueError(f"--max-samples must be > {cfg['min_samples']}, got {cfg['max_samples']}")
     return cfg
 
 
-def _grid(cfg: dict[str, Any]) -> np.ndarray:
+def sample_grid(cfg: dict[str, Any]) -> np.ndarray:
     grid = np.geomspace(cfg["min_samples"], cfg["max_samples"], cfg["grid_points"])
     return np.unique(np.round(grid).astype(np.int64))
 
 
-def _fine_tune(x0: np.ndarray, xs: np.ndarray, ys: np.ndarray, steps: int | None) -> np.ndarray:
-    """GD on ``||X x - y||^2 / (2n)`` from ``x0`` for every problem of the batch ``xs``
-    ``(..., n, d)``: ``steps`` steps of size ``1/lambda_max(X'X/n)``, or (``None``) its
-    limit ``x0 + X^+ (y - X x0)``, the solution closest to ``x0`` (GD moves only in the
-    row space of ``X``), computed through the smaller Gram matrix."""
-    n, d = xs.shape[-2], xs.shape[-1]
-    xt = np.swapaxes(xs, -1, -2)
-    x = np.broadcast_to(x0, (*xs.shape[:-2], d)).copy()
-    if steps is None:
-        resid = ys - (xs @ x[..., None])[..., 0]
-        if n >= d:  # X^+ r = (X'X)^{-1} X' r
-            return x + np.linalg.solve(xt @ xs, xt @ resid[..., None])[..., 0]
-        return x + (xt @ np.linalg.solve(xs @ xt, resid[..., None]))[..., 0]  # X'(XX')^{-1} r
-    h = xt @ xs / n
-    b = (xt @ ys[..., None])[..., 0] / n
-    step = 1.0 / np.linalg.eigvalsh(h)[..., -1]
-    for _ in range(steps):
-        x -= step[..., None] * ((h @ x[..., None])[..., 0] - b)
-    return x
+def make_family(
+    kind: str, num_tasks: int, dim: int, seed: int, **params: Any
+) -> mc.problems.RegressionFamily:
+    """The family ``kind`` with its default parameters (overridden by ``params``)."""
+    if kind == "iid":
+        return mc.problems.regression_family(num_tasks, dim, seed=seed, **params)
+    if kind == "outlier":
+        return mc.problems.outlier_family(num_tasks, dim, seed=seed, **params)
+    if kind == "heterogeneous":
+        return mc.problems.heterogeneous_family(num_tasks, dim, seed=seed, **params)
+    raise ValueError(f"family must be one of {FAMILIES}, got {kind!r}")
 
 
-def _excess(tasks: mc.problems.QuadraticTasks, x: np.ndarray) -> np.ndarray:
-    """Population excess risk ``(x - x_j*)' H_j (x - x_j*) / 2`` for ``x`` of shape ``(J, R, d)``."""
+def random_family_params(kind: str, rng: np.random.Generator, num_tasks: int) -> dict[str, Any]:
+    """Random parameters of a family of the prediction study (the family's own ranges)."""
+    if kind == "iid":
+        return {"task_spread": float(rng.uniform(0.3, 2.0)), "noise": float(rng.uniform(0.2, 1.0))}
+    if kind == "outlier":
+        return {
+            "num_outliers": int(rng.integers(1, max(2, num_tasks // 3) + 1)),
+            "outlier_distance": float(rng.uniform(1.0, 4.0)),
+            "cluster_spread": float(rng.uniform(0.1, 1.0)),
+            "noise": float(rng.uniform(0.2, 1.0)),
+        }
+    return {
+        "noise_range": (0.1, float(rng.uniform(0.3, 2.0))),
+        "curvature_range": (1.0, float(rng.uniform(1.5, 10.0))),
+        "task_spread": float(rng.uniform(0.3, 2.0)),
+    }
+
+
+def prepare(
+    family: mc.problems.RegressionFamily, cfg: dict[str, Any], seed: int, num_mixtures: int
+) -> Setup:
+    """Fit the upstream tasks on samples, find both starts, build the downstream tasks."""
+    m = family.num_tasks
+    upstream = family.empirical(cfg["upstream_samples"], seed=seed + 1)
+    quad = mc.problems.QuadraticTasks(upstream.hessian_stack, upstream.centers, upstream.offsets)
+    res = mc.minimize_max(quad, method="auto")
+    if not res.success:
+        raise RuntimeError(f"the minimax start did not converge: {res.message}")
+    starts = {"minimax": np.asarray(res.x), "average": average_risk_minimiser(quad)}
+    parts = [np.eye(m)]
+    if num_mixtures > 0:
+        parts.append(
+            mc.problems.random_mixtures(m, num_mixtures, include_vertices=False, seed=seed + 2)
+        )
+    mixtures = np.concatenate(parts)
+    tasks = mc.problems.downstream_tasks(family.population(), mixtures)
+    spread = upstream.centers - upstream.centers.mean(axis=0)
+    radius_scale = float(np.sqrt(np.mean(np.sum(spread**2, axis=1))))
+    curvature_scale = float(np.mean(np.einsum("mii->m", quad.hessian_stack)) / quad.dim)
+    return Setup(family, tasks, mixtures, starts, radius_scale, curvature_scale)
+
+
+def budgets_for(setup: Setup, cfg: dict[str, Any]) -> list[Budget]:
+    out = [Budget("steps", float(k)) for k in cfg["step_budgets"]]
+    out.append(Budget("converged", None))
+    out += [Budget("ball", f * setup.radius_scale) for f in cfg["radius_fractions"]]
+    out += [Budget("ridge", f * setup.curvature_scale) for f in cfg["ridge_fractions"]]
+    return out
+
+
+def excess_risk(tasks: mc.problems.QuadraticTasks, x: np.ndarray) -> np.ndarray:
+    """Population excess risk ``(x - x_j*)' H_j (x - x_j*) / 2`` for ``x`` ``(J, R, d)``."""
     diff = x - tasks.centers[:, None, :]
     out: np.ndarray = 0.5 * np.einsum("jri,jik,jrk->jr", diff, tasks.hessian_stack, diff)
+    return out
+
+
+def _fine_tuned(fit: mc.finetune.SpectralFit, budget: Budget) -> np.ndarray:
+    if budget.mode == "steps":
+        return fit.gd(int(budget.value or 0))
+    if budget.mode == "converged":
+        return fit.gd(None)
+    if budget.mode == "ball":
+        return fit.ball(float(budget.value or 0.0))
+    return fit.ridge(float(budget.value or 0.0))
+
+
+def hardest_task_curves(
+    setup: Setup, xs: np.ndarray, ys: np.ndarray, grid: np.ndarray, budgets: list[Budget]
+) -> dict[Budget, dict[str, np.ndarray]]:
+    """``curves[budget][start]``: the hardest downstream task's excess risk, ``(grid, R)``."""
+    reps = xs.shape[1]
+    out = {b: {i: np.empty((len(grid), reps)) for i in INITS} for b in budgets}
+    for k, n in enumerate(grid):
+        first = mc.finetune.spectral_fit(setup.starts["minimax"], xs[:, :, :n], ys[:, :, :n])
+        for name, x0 in setup.starts.items():
+            fit = first.with_start(x0)  # one eigh per sample size for both starts
+            for b in budgets:
+                out[b][name][k] = excess_risk(setup.tasks, _fine_tuned(fit, b)).max(axis=0)
+    return out
+
+
+def samples_needed_batch(grid: np.ndarray, curves: np.ndarray, target: float) -> np.ndarray:
+    """:func:`samples_needed` for every row of ``curves`` ``(B, G)``; ``nan`` for ``None``."""
+    above = curves > target
+    size = curves.shape[-1]
+    last = size - 1 - np.argmax(above[:, ::-1], axis=1)  # last index above the target
+    out = np.full(len(curves), float(grid[0]))
+    cross = above.any(axis=1)
+    out[cross & (last == size - 1)] = np.nan
+    inner = np.flatnonzero(cross & (last < size - 1))
+    if inner.size:
+        k = last[inner]
+        n0, n1 = np.log(grid[k].astype(float)), np.log(grid[k + 1].astype(float))
+        c0, c1 = np.log(curves[inner, k]), np.log(curves[inner, k + 1])
+        out[inner] = np.exp(n0 + (math.log(target) - c0) / (c1 - c0) * (n1 - n0))
     return out
 
 
 def samples_needed(grid: np.ndarray, curve: np.ndarray, target: float) -> float | None:
     """Smallest ``n`` from which ``curve`` stays ``<= target`` on the rest of the grid,
     interpolated log-log at the crossing; ``None`` if it ends above the target."""
-    above = np.flatnonzero(curve > target)
-    if above.size == 0:
-        return float(grid[0])
-    k = int(above[-1])
-    if k == len(grid) - 1:
-        return None
-    (n0, n1), (c0, c1) = grid[k : k + 2].astype(float), curve[k : k + 2]
-    frac = (math.log(target) - math.log(c0)) / (math.log(c1) - math.log(c0))
-    return float(math.exp(math.log(n0) + frac * (math.log(n1) - math.log(n0))))
+    value = float(samples_needed_batch(grid, np.asarray(curve, dtype=float)[None], target)[0])
+    return None if math.isnan(value) else value
+
+
+def placed_targets(mean_curves: dict[str, np.ndarray], levels: list[float]) -> list[float]:
+    """Targets between what the better start reaches at the largest ``n`` and the lower
+    curve at the smallest ``n`` (see the module docstring); none when there is no room."""
+    lo = min(float(c[-1]) for c in mean_curves.values())
+    hi = min(float(c[0]) for c in mean_curves.values())
+    if not (lo > 0 and hi > lo * 1.05):
+        return []
+    return [lo ** (1.0 - q) * hi**q for q in levels]
+
+
+def ratio_with_interval(
+    grid: np.ndarray,
+    curves: dict[str, np.ndarray],
+    target: float,
+    boot: np.ndarray,
+) -> dict[str, Any]:
+    """Samples of each start, their ratio and the paired bootstrap interval (``boot``:
+    ``(B, R)`` resampled repetition indices)."""
+    need = {i: samples_needed(grid, curves[i].mean(axis=1), target) for i in INITS}
+    mm, avg = need["minimax"], need["average"]
+    ratio = mm / avg if mm is not None and avg is not None else None
+    interval = None
+    if ratio is not None:
+        reps_mm = curves["minimax"][:, boot].mean(axis=2).T  # (B, grid)
+        reps_avg = curves["average"][:, boot].mean(axis=2).T
+        a = samples_needed_batch(grid, reps_mm, target)
+        b = samples_needed_batch(grid, reps_avg, target)
+        ok = ~(np.isnan(a) | np.isnan(b))
+        values, censored = a[ok] / b[ok], int(np.sum(~ok))
+        if censored <= 0.025 * len(boot):
+            lo, hi = np.percentile(values, [2.5, 97.5])
+            interval = [float(lo), float(hi)]
+    return {"samples": need, "ratio": ratio, "ratio_ci": interval}
+
+
+def covering_prediction(setup: Setup, target: float) -> dict[str, Any]:
+    """Section 5's covering argument at excess target ``t``: ``log N_j = d log(1 + 2 r_j /
+    eps_j)`` with ``r_j = ||x0 - x_j*||`` and ``eps_j = sqrt(2 t / L_j)``; the hardest task
+    has the largest ``log N``; the predicted ratio is minimax / average of that term."""
+    tasks = setup.tasks
+    smooth = np.linalg.eigvalsh(tasks.hessian_stack)[:, -1]
+    eps = np.sqrt(2.0 * target / smooth)
+    log_n = {}
+    for name, x0 in setup.starts.items():
+        r = np.linalg.norm(tasks.centers - x0, axis=1)
+        log_n[name] = np.array(
+            [
+                mc.bounds.covering_number_log(float(a), float(e), tasks.dim)
+                for a, e in zip(r, eps, strict=True)
+            ]
+        )
+    worst = {k: float(v.max()) for k, v in log_n.items()}
+    return {
+        "log_covering_hardest": worst,
+        "predicted_ratio": worst["minimax"] / worst["average"],
+        "distance_to_hardest": {
+            k: float(np.linalg.norm(tasks.centers[int(np.argmax(v))] - setup.starts[k]))
+            for k, v in log_n.items()
+        },
+    }
+
+
+def _study_family(
+    kind: str, cfg: dict[str, Any], grid: np.ndarray, rng: np.random.Generator
+) -> dict[str, Any]:
+    seed = cfg["seed"]
+    family = make_family(kind, cfg["num_tasks"], cfg["dim"], seed)
+    setup = prepare(family, cfg, seed, cfg["mixtures"])
+    budgets = budgets_for(setup, cfg)
+    xs, ys = mc.problems.sample_mixtures(
+        family, setup.mixtures, int(grid[-1]), cfg["reps"], np.random.default_rng(seed + 3)
+    )
+    curves = hardest_task_curves(setup, xs, ys, grid, budgets)
+    boot = rng.integers(0, cfg["reps"], size=(cfg["bootstrap"], cfg["reps"]))
+    erm_floor = float(curves[Budget("converged", None)]["minimax"][-1].mean())
+    rows, per_budget = [], []
+    for b in budgets:
+        means = {i: curves[b][i].mean(axis=1) for i in INITS}
+        targets = placed_targets(means, cfg["target_levels"])
+        entries = []
+        for t in targets:
+            got = ratio_with_interval(grid, curves[b], t, boot)
+            rows.append(
+                {
+                    "family": kind,
+                    "fine_tune": b.mode,
+                    "budget": int(b.value)
+                    if b.mode == "steps" and b.value is not None
+                    else b.value,
+                    "target": t,
+                    "samples_minimax": _as_int(got["samples"]["minimax"]),
+                    "samples_average": _as_int(got["samples"]["average"]),
+                    "ratio": got["ratio"],
+                    "ratio_ci": got["ratio_ci"],
+                }
+            )
+            entries.append({**got, "target": t, "prediction": covering_prediction(setup, t)})
+        per_budget.append(
+            {
+                "mode": b.mode,
+                "budget": b.value,
+                "label": b.label,
+                "mean_curve": means,
+                "targets": entries,
+            }
+        )
+    distance = {k: np.linalg.norm(setup.tasks.centers - x, axis=1) for k, x in setup.starts.items()}
+    detail = {
+        "family": kind,
+        "radius_scale": setup.radius_scale,
+        "curvature_scale": setup.curvature_scale,
+        "erm_floor_at_max_samples": erm_floor,
+        "distance_between_starts": float(
+            np.linalg.norm(setup.starts["minimax"] - setup.starts["average"])
+        ),
+        "distance_to_downstream_optima": distance,
+        "budgets": per_budget,
+    }
+    return {"rows": rows, "detail": detail}
+
+
+def _as_int(value: float | None) -> int | None:
+    return None if value is None else math.ceil(value - 1e-9)
+
+
+def prediction_study(cfg: dict[str, Any], grid: np.ndarray) -> list[dict[str, Any]]:
+    """Random families of mixed kinds (cycled), fixed GD budget: predicted vs measured ratio.
+
+    The target of each family: ``sqrt(a b)`` with ``a`` the larger of the two curves' ends
+    at the largest ``n`` and ``b = max(lower curve at the smallest n, 1.1 a)``, so both
+    starts reach it (no censoring) and it lies between the plateaus and the start.
+    """
+    rows = []
+    kinds = FAMILIES
+    rng = np.random.default_rng(cfg["seed"] + 1000)
+    budget = Budget("steps", float(cfg["prediction_steps"]))
+    for k in range(cfg["prediction_families"]):
+        kind = kinds[k % len(kinds)]
+        seed = cfg["seed"] + 10_000 + k
+        params = random_family_params(kind, rng, cfg["num_tasks"])
+        family = make_family(kind, cfg["num_tasks"], cfg["dim"], seed, **params)
+        setup = prepare(family, cfg, seed, max(cfg["mixtures"] // 2, 1))
+        xs, ys = mc.problems.sample_mixtures(
+            family,
+            setup.mixtures,
+            int(grid[-1]),
+            cfg["prediction_reps"],
+            np.random.default_rng(seed + 3),
+        )
+        curves = hardest_task_curves(setup, xs, ys, grid, [budget])[budget]
+        means = {i: curves[i].mean(axis=1) for i in INITS}
+        a = max(float(c[-1]) for c in means.values())
+        b = max(min(float(c[0]) for c in means.values()), 1.1 * a)
+        target = math.sqrt(a * b)
+        need = {i: samples_needed(grid, means[i], target) for i in INITS}
+        mm, avg = need["minimax"], need["average"]
+        if mm is None or avg is None:  # cannot happen: the target is above both curves' ends
+            raise RuntimeError(f"prediction family {k}: a start missed target {target:.3g}")
+        pred = covering_prediction(setup, target)
+        rows.append(
+            {
+                "family": kind,
+                "seed": seed,
+                "predicted_ratio": pred["predicted_ratio"],
+                "measured_ratio": mm / avg,
+                "params": params,
+                "target": target,
+                "samples": need,
+                "distance_to_hardest": pred["distance_to_hardest"],
+            }
+        )
+    return rows
 
 
 def run(args: argparse.Namespace) -> Report:
     cfg = _config(args)
-    fam_cfg = cfg["family"]
-    m, d = cfg["num_tasks"], cfg["dim"]
-    family = mc.problems.regression_family(
-        m,
-        d,
-        mu=fam_cfg["mu"],
-        smoothness=fam_cfg["smoothness"],
-        task_spread=fam_cfg["task_spread"],
-        noise=fam_cfg["noise"],
-        seed=fam_cfg["seed"],
-    )
-    upstream = family.empirical(cfg["upstream_samples"], seed=fam_cfg["seed"] + 1)
-    quad = mc.problems.QuadraticTasks(upstream.hessian_stack, upstream.centers, upstream.offsets)
-    bracket = optimum_bracket(quad)
-    x_avg = average_risk_minimiser(quad)
-    inits = {"minimax": bracket.x, "average": x_avg}
-    mixtures = np.concatenate(
-        [
-            np.eye(m),
-            mc.problems.random_mixtures(
-                m, cfg["mixtures"], include_vertices=False, seed=fam_cfg["seed"] + 2
-            ).reshape(-1, m),
-        ]
-    )
-    tasks = mc.problems.downstream_tasks(family.population(), mixtures)
-    num_down, reps, grid = tasks.num_tasks, cfg["reps"], _grid(cfg)
-    rng = np.random.default_rng(fam_cfg["seed"] + 3)
-    n_max = int(grid[-1])
-    xs = np.empty((num_down, reps, n_max, d))
-    ys = np.empty((num_down, reps, n_max))
-    for j in range(num_down):
-        for r in range(reps):
-            xs[j, r], ys[j, r] = mc.problems.sample_mixture(family, mixtures[j], n_max, rng)
-    initial = {
-        name: _excess(tasks, np.broadcast_to(x, (num_down, 1, d)))[:, 0]
-        for name, x in inits.items()
-    }
-    distance = {name: np.linalg.norm(tasks.centers - x, axis=1) for name, x in inits.items()}
-    # excess[variant][init]: (len(grid), J, R)
-    excess = {v: {name: np.empty((len(grid), num_down, reps)) for name in INITS} for v in VARIANTS}
-    for k, n in enumerate(tqdm(grid, desc=NAME)):
-        for v in VARIANTS:
-            steps = cfg["fine_tune_steps"] if v == "early_stopped" else None
-            for name, x0 in inits.items():
-                x = _fine_tune(x0, xs[:, :, :n], ys[:, :, :n], steps)
-                excess[v][name][k] = _excess(tasks, x)
-    targets = [f * float(initial["average"].max()) for f in TARGET_FRACTIONS]
-    covering = _covering_prediction(tasks, distance, targets)
-    results = _summarise(grid, excess, targets)
+    grid = sample_grid(cfg)
+    rng = np.random.default_rng(cfg["seed"] + 7)
+    rows: list[dict[str, Any]] = []
+    details = []
+    for kind in cfg["families"]:
+        got = _study_family(kind, cfg, grid, rng)
+        rows += got["rows"]
+        details.append(got["detail"])
+    study = prediction_study(cfg, grid)
+    contract_rows = [
+        {k: r[k] for k in ("family", "seed", "predicted_ratio", "measured_ratio")} for r in study
+    ]
+    spearman = _spearman(study)
+    by_family = {kind: _spearman([r for r in study if r["family"] == kind]) for kind in FAMILIES}
     out: Path = args.out
     payload = {
         "experiment": NAME,
         "config": cfg,
+        "dim": cfg["dim"],
         "sample_grid": grid,
-        "targets": targets,
-        "upstream": {
-            "F_star": bracket.upper,
-            "F_at_average": float(np.max(quad.losses(x_avg))),
-            "distance_between_inits": float(np.linalg.norm(bracket.x - x_avg)),
-        },
-        "downstream": {
-            "mixtures": mixtures,
-            "initial_excess": initial,
-            "distance_to_optimum": distance,
-            "worst_initial_excess": {k: float(v.max()) for k, v in initial.items()},
-            "covering_prediction": covering,
-        },
-        "results": results,
-        "summary": {
-            "hardest_task_samples_ratio": {
-                v: {f"{r['target']:.4g}": r["hardest_ratio"] for r in results[v]["targets"]}
-                for v in VARIANTS
-            },
-            "hardest_task_verdict": {
-                v: {
-                    f"{r['target']:.4g}": _verdict(r["hardest_ratio"])
-                    for r in results[v]["targets"]
-                }
-                for v in VARIANTS
-            },
-            "tie_tolerance": TIE,
-            "covering_predicted_ratio": {
-                f"{c['target']:.4g}": c["predicted_ratio"] for c in covering
-            },
-            "worst_task_excess_ratio_by_n": {
-                v: dict(
-                    zip(grid.tolist(), results[v]["worst_task_ratio"]["mean"].tolist(), strict=True)
-                )
-                for v in VARIANTS
-            },
-        },
-        "mean_excess": {v: {i: excess[v][i].mean(axis=2) for i in INITS} for v in VARIANTS},
+        "results": rows,
+        "prediction": contract_rows,
+        "spearman": spearman,
+        "spearman_by_family": by_family,
+        "prediction_details": study,
+        "families": details,
     }
     json_path = write_json(out / f"{NAME}.json", payload)
-    png = _plot(grid, excess, results, targets, cfg, out / f"{NAME}.png")
-    for v in VARIANTS:
-        for t, res in zip(targets, results[v]["targets"], strict=True):
-            print(
-                f"  {v:<13} target {t:.3g}: hardest task needs minimax {_fmt(res['hardest']['minimax'])}, "
-                f"average {_fmt(res['hardest']['average'])} samples (ratio {_fmt(res['hardest_ratio'])}); "
-                f"minimax needs fewer on {res['tasks_minimax_fewer']}/{num_down} tasks, more on "
-                f"{res['tasks_minimax_more']}"
-            )
-    main = results["early_stopped"]["targets"][-1]
-    conv = results["converged"]["targets"][-1]
-    small = {v: float(results[v]["worst_task_ratio"]["mean"][0]) for v in VARIANTS}
-    verdict = _verdict(main["hardest_ratio"])
-    md = (
-        f"![{NAME}]({NAME}.png)\n\n"
-        f"Worst-task population excess risk after fine-tuning on n downstream samples "
-        f"({num_down} downstream tasks from {m} regression tasks in R^{d}, mean +- s.e. over "
-        f"{reps} repetitions): with fewer samples than parameters the minimax initialisation "
-        f"gives the worst task {small['early_stopped']:.2f}x the excess risk of the average-risk "
-        f"initialisation (n = {grid[0]}, {cfg['fine_tune_steps']} GD steps; "
-        f"{small['converged']:.2f}x with GD to convergence). To reach the target "
-        f"{targets[-1]:.3g} the hardest task needs {_fmt(main['hardest']['minimax'])} vs "
-        f"{_fmt(main['hardest']['average'])} samples with {cfg['fine_tune_steps']} steps "
-        f"({_fmt(conv['hardest']['minimax'])} vs {_fmt(conv['hardest']['average'])} to "
-        f"convergence; the covering argument predicts a ratio of "
-        f"{covering[-1]['predicted_ratio']:.2f})"
-        + {
-            "fewer": ": fewer samples from the minimax initialisation, as Section 5 predicts.\n",
-            "more": ": MORE samples from the minimax initialisation, against Section 5's "
-            "prediction.\n",
-            "same": f": the same within {100 * TIE:.0f}%, not fewer, because targets below the "
-            "interpolation peak at n = d are reached only with n > d, where least squares has a "
-            "unique solution and fine-tuning forgets its initialisation.\n",
-            "unknown": ": at least one initialisation never reaches it on the grid.\n",
-        }[verdict]
+    png = _plot(details, study, spearman, grid, cfg, out / f"{NAME}.png")
+    table = _table(rows)
+    print(table)
+    print(
+        f"  prediction study: {len(study)} families, Spearman {_fmt(spearman)} (within kinds: "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in by_family.items())
+        + ")"
     )
-    headline: dict[str, Any] = {
-        f"{v} target {t:.3g}": res["hardest_ratio"]
-        for v in VARIANTS
-        for t, res in zip(targets, results[v]["targets"], strict=True)
-    }
-    headline.update({f"{v} worst-task ratio at n={grid[0]}": small[v] for v in VARIANTS})
+    md = _markdown(rows, study, spearman, cfg, table, details, grid)
+    md += (
+        "\nSpearman within each kind: "
+        + ", ".join(f"{k} {_fmt(v)}" for k, v in by_family.items())
+        + ".\n"
+    )
+    headline: dict[str, Any] = {"spearman": spearman, "spearman_by_family": by_family}
+    for kind in cfg["families"]:
+        best = _best_ratio(rows, kind, "steps", max_budget=5)
+        headline[f"{kind}: lowest ratio at <= 5 GD steps"] = best
     return Report(json_path, (png,), md, headline)
 
 
-def _covering_prediction(
-    tasks: mc.problems.QuadraticTasks, distance: dict[str, np.ndarray], targets: list[float]
-) -> list[dict[str, Any]]:
-    """What the Section 5 argument predicts: fine-tuning stays in ``B(x_j*, r_j)`` (Prop
-    5.3) and excess risk ``<= t`` holds within ``eps_j = sqrt(2 t / L_j)`` of ``x_j*``, so the
-    sample bound scales with ``log N = d log(1 + 2 r_j / eps_j)``; the hardest task is the one
-    with the largest ``log N``. Returns, per target, that ``log N`` for each initialisation and
-    the predicted ratio minimax / average."""
-    smooth = np.linalg.eigvalsh(tasks.hessian_stack)[:, -1]
-    out = []
-    for t in targets:
-        eps = np.sqrt(2.0 * t / smooth)
-        log_n = {
-            i: [
-                mc.bounds.covering_number_log(float(r), float(e), tasks.dim)
-                for r, e in zip(distance[i], eps, strict=True)
-            ]
-            for i in INITS
-        }
-        worst = {i: max(v) for i, v in log_n.items()}
-        out.append(
-            {
-                "target": t,
-                "log_covering_per_task": log_n,
-                "log_covering_hardest": worst,
-                "predicted_ratio": worst["minimax"] / worst["average"],
-            }
+def _spearman(study: list[dict[str, Any]]) -> float | None:
+    """Spearman rank correlation of predicted and measured ratios (``None`` below 3 rows)."""
+    if len(study) < 3:
+        return None
+    pred = [r["predicted_ratio"] for r in study]
+    meas = [r["measured_ratio"] for r in study]
+    return float(stats.spearmanr(pred, meas).statistic)
+
+
+def _best_ratio(
+    rows: list[dict[str, Any]], kind: str, mode: str, max_budget: float
+) -> float | None:
+    vals = [
+        r["ratio"]
+        for r in rows
+        if r["family"] == kind
+        and r["fine_tune"] == mode
+        and r["ratio"] is not None
+        and (r["budget"] is None or r["budget"] <= max_budget)
+    ]
+    return min(vals) if vals else None
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "null" if value is None else format(value, spec)
+
+
+def _cell(row: dict[str, Any]) -> str:
+    if row["ratio"] is None:
+        side = "minimax" if row["samples_minimax"] is None else "average"
+        if row["samples_minimax"] is None and row["samples_average"] is None:
+            side = "both"
+        return f"null ({side} > grid)"
+    ci = row["ratio_ci"]
+    return f"{row['ratio']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else " [ci censored]")
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table: one line per family and budget, one column per target level."""
+    lines = [
+        "| family | fine-tuning | budget | ratio at target 1 (lowest) | target 2 | target 3 |",
+        "|---|---|---|---|---|---|",
+    ]
+    keyed: dict[tuple[str, str, Any], list[dict[str, Any]]] = {}
+    for r in rows:
+        keyed.setdefault((r["family"], r["fine_tune"], r["budget"]), []).append(r)
+    for (fam, mode, budget), group in keyed.items():
+        cells = [_cell(r) for r in sorted(group, key=lambda r: r["target"])]
+        cells += ["-"] * (3 - len(cells))
+        b = "-" if budget is None else (f"{int(budget)}" if mode == "steps" else f"{budget:.3g}")
+        lines.append(f"| {fam} | {mode} | {b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _markdown(
+    rows: list[dict[str, Any]],
+    study: list[dict[str, Any]],
+    spearman: float | None,
+    cfg: dict[str, Any],
+    table: str,
+    details: list[dict[str, Any]],
+    grid: np.ndarray,
+) -> str:
+    summary = []
+    below_d = {
+        d["family"]: next(
+            e["mean_curve"]["minimax"][0] / e["mean_curve"]["average"][0]
+            for e in d["budgets"]
+            if e["mode"] == "converged"
         )
-    return out
-
-
-def _summarise(
-    grid: np.ndarray, excess: dict[str, dict[str, np.ndarray]], targets: list[float]
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for v, per_init in excess.items():
-        worst = {i: per_init[i].max(axis=1) for i in INITS}  # (grid, R): worst task per rep
-        curves = {
-            i: {
-                "worst_task_mean": worst[i].mean(axis=1),
-                "worst_task_sem": worst[i].std(axis=1, ddof=1) / math.sqrt(worst[i].shape[1])
-                if worst[i].shape[1] > 1
-                else np.zeros(len(grid)),
-                "per_task_mean": per_init[i].mean(axis=2).T,  # (J, grid)
-            }
-            for i in INITS
-        }
-        paired = worst["minimax"] / worst["average"]  # same samples for both inits
-        ratio_curve = {
-            "mean": paired.mean(axis=1),
-            "sem": paired.std(axis=1, ddof=1) / math.sqrt(paired.shape[1])
-            if paired.shape[1] > 1
-            else np.zeros(len(grid)),
-        }
-        rows = []
-        for t in targets:
-            hardest = {i: samples_needed(grid, curves[i]["worst_task_mean"], t) for i in INITS}
-            per_task = {
-                i: [samples_needed(grid, c, t) for c in curves[i]["per_task_mean"]] for i in INITS
-            }
-            pairs = list(zip(per_task["minimax"], per_task["average"], strict=True))
-            fewer = sum(1 for a, b in pairs if _less(a, b))
-            more = sum(1 for a, b in pairs if _less(b, a))
-            ratio = (
-                hardest["minimax"] / hardest["average"]
-                if hardest["minimax"] is not None and hardest["average"] is not None
-                else None
-            )
-            rows.append(
-                {
-                    "target": t,
-                    "hardest": hardest,
-                    "hardest_ratio": ratio,
-                    "per_task": per_task,
-                    "tasks_minimax_fewer": fewer,
-                    "tasks_minimax_more": more,
-                }
-            )
-        out[v] = {"curves": curves, "worst_task_ratio": ratio_curve, "targets": rows}
-    return out
-
-
-def _less(a: float | None, b: float | None) -> bool:
-    """``a`` clearly below ``b``: by more than ``TIE`` relative (smaller differences count as
-    ties); ``None`` means "not reached on the grid" (larger than any number)."""
-    if a is None:
-        return False
-    return b is None or a < b * (1.0 - TIE)
-
-
-def _verdict(ratio: float | None) -> str:
-    """``fewer``/``more``/``same`` samples from the minimax init (``TIE`` relative)."""
-    if ratio is None:
-        return "unknown"
-    if ratio < 1.0 - TIE:
-        return "fewer"
-    return "more" if ratio > 1.0 + TIE else "same"
-
-
-def _fmt(value: float | None) -> str:
-    return "> grid" if value is None else f"{value:.3g}"
+        for d in details
+    }
+    for kind in cfg["families"]:
+        best = _best_ratio(rows, kind, "steps", max_budget=5)
+        conv = [
+            r["ratio"]
+            for r in rows
+            if r["family"] == kind
+            and r["fine_tune"] == "converged"
+            and r["ratio"] is not None
+            and min(r["samples_minimax"], r["samples_average"]) > cfg["dim"]
+        ]
+        summary.append(
+            f"- **{kind}**: lowest minimax/average ratio at <= 5 GD steps {_fmt(best)}; "
+            f"converged fine-tuning, targets needing more than d = {cfg['dim']} samples: "
+            + (", ".join(f"{v:.3f}" for v in conv) if conv else "none")
+            + f"; converged with n = {grid[0]} < d (interpolation nearest the start): "
+            f"hardest-task excess ratio {below_d[kind]:.2f}"
+        )
+    worse = sum(1 for r in study if r["measured_ratio"] > 1.05)
+    return (
+        f"![{NAME}]({NAME}.png)\n\n"
+        f"Downstream samples the hardest task needs from the minimax start divided by those "
+        f"from the average-risk start (< 1: minimax needs fewer; paired bootstrap 95% "
+        f"interval over {cfg['reps']} repetitions; `null` = a start never reaches the target "
+        f"on the grid n <= {cfg['max_samples']}; d = {cfg['dim']}, M = {cfg['num_tasks']}).\n\n"
+        + "\n".join(summary)
+        + f"\n- prediction study: {len(study)} random families, "
+        f"{cfg['prediction_steps']} GD steps; Spearman(predicted, measured) = {_fmt(spearman)}; "
+        f"minimax needed > 5% more samples on {worse} of them.\n\n" + table + "\n"
+    )
 
 
 def _plot(
+    details: list[dict[str, Any]],
+    study: list[dict[str, Any]],
+    spearman: float | None,
     grid: np.ndarray,
-    excess: dict[str, dict[str, np.ndarray]],
-    results: dict[str, Any],
-    targets: list[float],
     cfg: dict[str, Any],
     path: Path,
 ) -> Path:
@@ -406,57 +643,91 @@ def _plot(
     import matplotlib.pyplot as plt
 
     colors = {"minimax": "tab:red", "average": "tab:blue"}
-    titles = {
-        "early_stopped": f"fine-tuning: {cfg['fine_tune_steps']} GD steps",
-        "converged": "fine-tuning: GD to convergence",
-    }
-    fig, axes = plt.subplots(1, 3, figsize=(18, 5.3))
-    for ax, v in zip(axes[:2], VARIANTS, strict=True):
+    fig, axes = plt.subplots(1, 3, figsize=(19, 5.6))
+    ax = axes[0]
+    shown = next((d for d in details if d["family"] == "outlier"), details[0])
+    for entry in shown["budgets"]:
+        if entry["label"] not in ("2 steps", "converged"):
+            continue
+        ls = "-" if entry["mode"] == "steps" else "--"
         for i in INITS:
-            c = results[v]["curves"][i]
-            ax.errorbar(
+            ax.plot(
                 grid,
-                c["worst_task_mean"],
-                yerr=c["worst_task_sem"],
+                entry["mean_curve"][i],
+                ls=ls,
                 marker="o",
-                ms=4,
-                capsize=3,
+                ms=3,
                 color=colors[i],
-                label=f"{i} init, worst task",
+                label=f"{i} start, {entry['label']}",
             )
-        for t, ls in zip(targets, ("-.", ":", "--"), strict=True):
-            ax.axhline(t, color="k", ls=ls, lw=1, label=f"target {t:.3g}")
-        ax.axvline(cfg["dim"], color="0.6", lw=1, label="n = d")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("downstream samples n")
-        ax.set_ylabel("population excess risk of the worst task (loss units)")
-        ax.set_title(titles[v])
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    ax = axes[2]
-    for v, marker in zip(VARIANTS, ("o", "s"), strict=True):
-        rc = results[v]["worst_task_ratio"]
-        ax.errorbar(
-            grid,
-            rc["mean"],
-            yerr=rc["sem"],
-            marker=marker,
-            ms=4,
-            capsize=3,
-            label=titles[v].replace("fine-tuning: ", ""),
-        )
-    ax.axhline(1.0, color="k", lw=1)
     ax.axvline(cfg["dim"], color="0.6", lw=1, label="n = d")
-    ax.set_xscale("log")
-    ax.set_xlabel("downstream samples n")
-    ax.set_ylabel("worst-task excess risk, minimax / average init (ratio)")
-    ax.set_title("where the initialisation matters (paired samples; < 1: minimax better)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="downstream samples n",
+        ylabel="excess risk of the hardest downstream task",
+        title=f"{shown['family']} family: the start matters on a budget",
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    markers = {"iid": "o", "outlier": "s", "heterogeneous": "^"}
+    for d in details:
+        xs_, ys_, lo_, hi_ = [], [], [], []
+        for pos, entry in enumerate(e for e in d["budgets"] if e["mode"] in ("steps", "converged")):
+            mid = [t for t in entry["targets"] if t["ratio"] is not None]
+            if not mid:
+                continue
+            pick = mid[len(mid) // 2]
+            xs_.append(pos)
+            ys_.append(pick["ratio"])
+            ci = pick["ratio_ci"] or [pick["ratio"], pick["ratio"]]
+            lo_.append(pick["ratio"] - ci[0])
+            hi_.append(ci[1] - pick["ratio"])
+        ax.errorbar(
+            xs_,
+            ys_,
+            yerr=[lo_, hi_],
+            marker=markers.get(d["family"], "o"),
+            capsize=3,
+            label=d["family"],
+        )
+    labels = [*(str(k) for k in cfg["step_budgets"]), "conv."]
+    ax.set_xticks(range(len(labels)), labels)
+    ax.axhline(1.0, color="k", lw=1)
+    ax.set(
+        yscale="log",
+        xlabel="GD steps of fine-tuning",
+        ylabel="samples minimax / average (hardest task)",
+        title="ratio at the middle reachable target (95% bootstrap CI)",
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    for kind in FAMILIES:
+        pts = [(r["predicted_ratio"], r["measured_ratio"]) for r in study if r["family"] == kind]
+        if pts:
+            p, m = zip(*pts, strict=True)
+            ax.scatter(p, m, marker=markers[kind], label=kind)
+    if study:
+        pred = [r["predicted_ratio"] for r in study]
+        span = [min(pred) * 0.97, max(pred) * 1.03]
+        ax.plot(span, span, color="0.5", lw=1, label="measured = predicted")
+        ax.set_xlim(*span)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="covering prediction d log(1+2r/eps): minimax / average",
+        ylabel=f"measured samples ratio ({cfg['prediction_steps']} GD steps)",
+        title=f"does the theory predict it? Spearman {_fmt(spearman)} ({len(study)} families)",
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.suptitle(
-        f"Section 5 sample complexity: {cfg['num_tasks']} upstream regression tasks in R^{cfg['dim']}, "
-        f"{excess['converged']['minimax'].shape[1]} downstream tasks, {cfg['reps']} repetitions"
+        f"Section 5 sample complexity: {cfg['num_tasks']} upstream regression tasks in "
+        f"R^{cfg['dim']}, {cfg['reps']} repetitions"
     )
     fig.tight_layout()
     return save_figure(fig, path)
@@ -464,8 +735,9 @@ def _plot(
 
 EXPERIMENT = Experiment(
     name=NAME,
-    summary="Section 5: downstream samples needed to reach a target excess risk from the "
-    "minimax vs the average-risk initialisation",
+    summary="Section 5: downstream samples the hardest task needs from the minimax vs the "
+    "average-risk start, with budgeted fine-tuning, three task families and the covering "
+    "argument's prediction",
     run=run,
     add_arguments=add_arguments,
     quickstart_order=50,
