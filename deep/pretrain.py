@@ -28,6 +28,7 @@ import contextlib
 import math
 import os
 import random
+import re
 import signal
 import sys
 import threading
@@ -61,7 +62,7 @@ __all__ = ["PretrainResult", "lr_factor", "pretrain"]
 Schedule = str | Callable[[int], float]
 TaskLoss = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor]]
 
-_FAULT_IDS, _FAULT_EMPTY, _FAULT_NONFINITE = 1, 2, 3
+_FAULT_IDS, _FAULT_EMPTY, _FAULT_NONFINITE, _FAULT_GRADIENT = 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -397,6 +398,89 @@ def _record_fault(
     return torch.where((fault[0] < 0) & (code > 0), record, fault)
 
 
+def _gradient_norm(params: Sequence[torch.Tensor], grad_clip: float | None) -> torch.Tensor:
+    """The global gradient norm ``||g||_2`` before clipping (clipping to ``grad_clip`` if set).
+
+    It is finite iff every gradient entry is (short of ``||g||^2`` overflowing), so it is
+    also the step's fused finiteness check. No host sync: the result stays on the device.
+    """
+    if grad_clip is not None:
+        return torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads, foreach=True)
+
+
+def _record_gradient_fault(fault: torch.Tensor, norm: torch.Tensor, step: int) -> torch.Tensor:
+    """Keep the first ``(step, code, task)`` fault; a non-finite ``norm`` is a gradient fault."""
+    bad = ~torch.isfinite(norm.to(torch.float64))
+    record = torch.tensor([step, _FAULT_GRADIENT, -1], dtype=fault.dtype, device=fault.device)
+    return torch.where((fault[0] < 0) & bad, record, fault)
+
+
+def _optimizer_step(opt: torch.optim.Optimizer, halt: torch.Tensor | None) -> None:
+    """``opt.step()``; with ``halt`` (a device flag), an optimizer that accepts ``found_inf``
+    (fused Adam, AdamW, SGD) skips the update on the device when the flag is set, with no
+    host sync. Other optimizers update regardless: the loop stops at the next check, and no
+    checkpoint is written after a fault."""
+    if halt is None or not getattr(opt, "_step_supports_amp_scaling", False):
+        opt.step()
+        return
+    opt.found_inf = halt.to(torch.float32)  # type: ignore[attr-defined]
+    try:
+        opt.step()
+    finally:
+        del opt.found_inf  # type: ignore[attr-defined]
+
+
+def _gradient_origin(
+    model: nn.Module,
+    batches: Sequence[Any],
+    task_loss: TaskLoss,
+    num_tasks: int,
+    autocast: Callable[[], Any],
+) -> str:
+    """Where the first NaN of the backward arises: the step re-run under
+    ``torch.autograd.detect_anomaly`` (error path only), as "``FooBackward0``, whose forward
+    is at file:line (in function)", or "" if the re-run has no NaN (e.g. other dropout)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with torch.autograd.detect_anomaly(check_nan=True):
+                for batch in batches:
+                    with autocast():
+                        values, ids = task_loss(model, batch)
+                    valid = (ids >= 0) & (ids < num_tasks)
+                    torch.autograd.grad(values[valid].sum(), params, allow_unused=True)
+        except RuntimeError as err:
+            found = re.search(r"Function '(\w+)' returned nan", str(err))
+            if found is None:
+                return ""
+            where = ""
+            for warning in caught:
+                text = str(warning.message)
+                if "Traceback of forward call" not in text:
+                    continue
+                frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', text)
+                own = os.sep + "torch" + os.sep, os.path.basename(__file__)
+                frames = [f for f in frames if not any(part in f[0] for part in own)]
+                if frames:
+                    file, line, function = frames[-1]
+                    where = f", whose forward is at {file}:{line} (in {function})"
+            return f"{found.group(1)}{where}"
+    return ""
+
+
+def _nonfinite_parameters(model: nn.Module) -> list[str]:
+    """Names of the parameters and buffers holding a NaN or Inf (one host read)."""
+    named = [*model.named_parameters(), *model.named_buffers()]
+    floats = [(n, t) for n, t in named if t.is_floating_point()]
+    if not floats:
+        return []
+    finite = torch.stack([torch.isfinite(t).all() for _, t in floats]).tolist()
+    return [n for (n, _), ok in zip(floats, finite, strict=True) if not ok]
+
+
 def _call_task_loss(
     task_loss: TaskLoss, model: nn.Module, batch: Any, step: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -411,6 +495,12 @@ def _call_task_loss(
         raise TypeError(
             f"task_loss returned no loss tensor at step {step} (got {type(values).__name__}); a "
             "model that returns no loss needs labels, or compute the loss from its logits"
+        )
+    if not (values.is_floating_point() or values.is_complex()):
+        raise TypeError(
+            f"task_loss returned losses of dtype {values.dtype} at step {step}; losses must be "
+            "floating point (an integer tensor has no gradient): compute them with a float loss "
+            "such as F.cross_entropy(..., reduction='none')"
         )
     if values.ndim == 0:
         raise ValueError(
@@ -428,9 +518,15 @@ def _call_task_loss(
 
 
 def _fault_message(
-    code: int, step: int, task: int, names: Sequence[str], means: Sequence[float] | None
+    code: int,
+    step: int,
+    task: int,
+    names: Sequence[str],
+    means: Sequence[float] | None,
+    origin: str = "",
 ) -> str:
-    """The error for a fault; ``means`` are the step's per-task means when known."""
+    """The error for a fault; ``means`` are the step's per-task means when known, ``origin``
+    the backward operation of a gradient fault (:func:`_gradient_origin`) when known."""
     if code == _FAULT_IDS:
         return (
             f"task_loss returned task ids outside [0, num_tasks) = [0, {len(names)}) at step "
@@ -438,6 +534,19 @@ def _fault_message(
         )
     if code == _FAULT_EMPTY:
         return f"empty batch at step {step}: every item has task id ignore_index (no task present)"
+    if code == _FAULT_GRADIENT:
+        source = (
+            f"the first NaN of the backward comes from {origin}"
+            if origin
+            else "run with check_every=1 (the default on CPU) to have the operation named"
+        )
+        return (
+            f"non-finite gradient at step {step} while every task's loss is finite; {source}. "
+            "Which task cannot be told: a 0 * inf in the backward spreads one item's NaN to "
+            "every task's gradient. No update was applied at this step. Look for an operation "
+            "with an infinite derivative (sqrt or log at 0, a norm of 0), lower the learning "
+            "rate, or pass on_nonfinite='skip'"
+        )
     label = names[task] if 0 <= task < len(names) else str(task)
     detail = "has a NaN or Inf mean loss"
     if means is not None:
@@ -524,12 +633,18 @@ def pretrain(
             steps), ``config.json`` and ``mean_weights.json`` (also in ``checkpoint_dir``) in
             ``log_dir``; TensorBoard events if asked (needs the ``tensorboard`` package); a
             tqdm bar on rank 0.
-        on_nonfinite: ``"raise"`` stops with the step and the task named; ``"skip"`` drops the
-            step (no update, counted in ``skipped_steps``).
+        on_nonfinite: what a NaN/Inf loss, or a non-finite gradient norm with finite losses,
+            does: ``"raise"`` stops (``FloatingPointError``) with the step and, where it can be
+            told, the task named; ``"skip"`` drops the step (no update, counted in
+            ``skipped_steps``). The gradient is checked through its global norm (the one
+            clipping computes), before the update.
         check_every: read the finiteness and task-id checks back every this many steps
             (default: every step on CPU and with ``"skip"``, else every ``log_every`` steps,
-            so that accelerators never wait). A fault found late still names its step; no
-            checkpoint is ever written after a fault.
+            so that accelerators never wait). A fault found late still names its step; from
+            the faulty step on, an optimizer that accepts ``found_inf`` (the default fused
+            AdamW on CUDA) skips its updates on the device, so the model keeps the weights
+            from before the fault. No checkpoint is ever written after a fault or with
+            non-finite weights.
         task_names: names for logs and plots (default ``task0``, ``task1``, ...).
         ignore_index: the task id of items that belong to no task.
         ddp_options: keyword arguments for ``DistributedDataParallel``.
@@ -849,12 +964,14 @@ def _train(
         bar = tqdm(total=steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
     last_checkpoint = loaded.path if loaded is not None else None
 
-    def check_faults(fault: Sequence[float], means: Sequence[float] | None = None) -> None:
+    def check_faults(
+        fault: Sequence[float], means: Sequence[float] | None = None, origin: str = ""
+    ) -> None:
         first_step, code, task = (int(v) for v in fault)
         if first_step < 0 or code == 0:
             return
-        message = _fault_message(code, first_step, task, names, means)
-        if code == _FAULT_NONFINITE:
+        message = _fault_message(code, first_step, task, names, means, origin)
+        if code in (_FAULT_NONFINITE, _FAULT_GRADIENT):
             raise FloatingPointError(message)
         raise ValueError(message)
 
@@ -862,6 +979,12 @@ def _train(
         """Collective: every rank's RNG state goes to rank 0, which writes the checkpoint."""
         nonlocal last_checkpoint
         check_faults(running.fault.tolist())
+        damaged = _nonfinite_parameters(raw_model)
+        if damaged:
+            raise FloatingPointError(
+                f"refusing to write the checkpoint of step {at_step}: non-finite values in "
+                f"{', '.join(damaged[:5])}{' ...' if len(damaged) > 5 else ''}"
+            )
         rngs = ctx.gather_to_main(_rng_state(device))
         path = None
         if ctx.is_main and checkpoint_dir is not None:
@@ -906,6 +1029,7 @@ def _train(
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=autocast_dtype)
 
+    diagnose = immediate and on_nonfinite == "raise"
     stops = _StopRequest() if checkpoint_dir is not None else None
     start_time = time.perf_counter()
     interval_start, interval_tokens = start_time, 0
@@ -923,6 +1047,7 @@ def _train(
             for group, base in zip(opt.param_groups, base_lrs, strict=True):
                 group["lr"] = base * factor
             skip_step = agreed_stop = False
+            step_batches: list[Any] = []  # kept to name the task of a gradient fault
             step_sums: torch.Tensor | None = None
             step_counts: torch.Tensor | None = None
             for micro in range(K):
@@ -933,6 +1058,8 @@ def _train(
                 if skip_step:
                     continue  # still draw the step's batches: the data position stays aligned
                 batch = move_to_device(batch, device)
+                if diagnose:
+                    step_batches.append(batch)
                 if isinstance(batch, Mapping) and isinstance(batch.get("input_ids"), torch.Tensor):
                     interval_tokens += batch["input_ids"].numel() * ctx.world_size
                 deferred_sync = ctx.distributed and micro < K - 1
@@ -992,14 +1119,27 @@ def _train(
                 opt.zero_grad(set_to_none=True)
                 break
             step += 1
+            halt: torch.Tensor | None = None
+            if not skip_step:  # the gradient check: the norm clipping computes anyway
+                norm = _gradient_norm(params, grad_clip)
+                if immediate:  # read back now (free on CPU): stop or skip before the update
+                    if not math.isfinite(float(norm)):
+                        opt.zero_grad(set_to_none=True)
+                        if on_nonfinite == "raise":
+                            origin = _gradient_origin(
+                                raw_model, step_batches, task_loss, M, autocast
+                            )
+                            check_faults([step, _FAULT_GRADIENT, -1], origin=origin)
+                        skip_step = True
+                else:  # remember it on the device; from the first fault on, updates are skipped
+                    recorded = _record_gradient_fault(running.fault, norm, step)
+                    running = running._replace(fault=recorded)
+                    halt = recorded[0] >= 0
             if skip_step:
                 skipped += 1
             else:
-                grad_norm = running.grad_norm
-                if grad_clip is not None:
-                    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
-                    grad_norm = norm.to(grad_norm.dtype)
-                opt.step()
+                grad_norm = norm.to(running.grad_norm.dtype)
+                _optimizer_step(opt, halt)
                 opt.zero_grad(set_to_none=True)
                 est_state, rule_state = est_next, rule_next
                 w_step = w if K == 1 else present_weights(w_raw, step_counts)
