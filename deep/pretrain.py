@@ -238,23 +238,89 @@ def _state_parts(prefix: str, state: Any) -> tuple[dict[str, Any], dict[str, tor
 
 
 def _state_from_parts(
+    prefix: str,
     template: Any,
-    fields: Mapping[str, Any],
+    meta: Mapping[str, Any],
     tensors: Mapping[str, torch.Tensor],
     device: torch.device,
+    path: Path,
 ) -> Any:
+    """The inverse of :func:`_state_parts`; each field must have the template's kind (and a
+    tensor its shape and dtype), else a :class:`deep.checkpoint.CheckpointError` names it."""
+    fields = meta.get(prefix)
+    if not isinstance(fields, Mapping):
+        raise ckpt.CheckpointError(f"checkpoint {path}: meta.json field {prefix!r} is malformed")
     values: dict[str, Any] = {}
-    for name in template._fields:
+    for name, like in template._asdict().items():
+        key = f"{prefix}.{name}"
         if name not in fields:
-            raise ckpt.CheckpointError(f"checkpoint state has no field {name!r}")
+            raise ckpt.CheckpointError(f"checkpoint {path}: the state has no field {key!r}")
         value = fields[name]
-        if isinstance(value, dict) and "tensor" in value:
-            values[name] = tensors[value["tensor"]].to(device)
-        elif isinstance(value, dict) and "ndarray" in value:
-            values[name] = tensors[value["ndarray"]].numpy()
+
+        def bad(expected: str, got: Any = value, key: str = key) -> ckpt.CheckpointError:
+            return ckpt.CheckpointError(
+                f"checkpoint {path}: meta.json field {key!r} must be {expected}, got {got!r}"
+            )
+
+        if isinstance(value, Mapping):
+            kind = "tensor" if "tensor" in value else "ndarray"
+            if value.get(kind) not in tensors:
+                raise bad("a reference to a stored tensor")
+            stored = tensors[value[kind]]
+            if isinstance(like, torch.Tensor | np.ndarray):
+                dtype = (
+                    like.dtype if isinstance(like, torch.Tensor) else torch.from_numpy(like).dtype
+                )
+                if tuple(stored.shape) != tuple(like.shape) or stored.dtype != dtype:
+                    raise bad(
+                        f"a {dtype} tensor of shape {tuple(like.shape)}",
+                        f"{stored.dtype} of shape {tuple(stored.shape)}",
+                    )
+            values[name] = stored.to(device) if kind == "tensor" else stored.numpy()
+        elif isinstance(like, torch.Tensor | np.ndarray):
+            raise bad("a reference to a stored tensor")
+        elif isinstance(like, bool):
+            if not isinstance(value, bool):
+                raise bad("true or false")
+            values[name] = value
+        elif isinstance(like, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise bad("an integer")
+            values[name] = value
+        elif isinstance(like, float):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise bad("a number")
+            values[name] = float(value)
+        elif isinstance(like, str) and not isinstance(value, str):
+            raise bad("a string")
+        elif value is not None and not isinstance(value, bool | int | float | str):
+            raise bad("a number, a string or null")
         else:
             values[name] = value
     return template._replace(**values)
+
+
+def _rng_from(
+    meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], rank: int, path: Path
+) -> dict[str, Any]:
+    """Rank ``rank``'s RNG states from a checkpoint, each tried on a throwaway generator so
+    that a malformed one is a :class:`deep.checkpoint.CheckpointError`, not a crash later."""
+    try:
+        state = dict(meta["rng"][rank])
+        state["torch"] = tensors[f"rng.{rank}.torch"]
+        if f"rng.{rank}.cuda" in tensors:
+            state["cuda"] = tensors[f"rng.{rank}.cuda"]
+        version, keys, gauss = state["python"]
+        random.Random().setstate((version, tuple(keys), gauss))
+        name, np_keys, pos, has_gauss, cached = state["numpy"]
+        np_state = (name, np.asarray(np_keys, dtype=np.uint32), pos, has_gauss, cached)
+        np.random.RandomState().set_state(np_state)
+        torch.Generator().set_state(state["torch"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise ckpt.CheckpointError(
+            f"checkpoint {path}: meta.json field 'rng' (rank {rank}) is malformed: {err!r}"
+        ) from err
+    return state
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -593,6 +659,7 @@ def pretrain(
     task_names: Sequence[str] | None = None,
     ignore_index: int = IGNORE_INDEX,
     ddp_options: Mapping[str, Any] | None = None,
+    allow_changes: Iterable[str] | bool = (),
 ) -> PretrainResult:
     """Pre-train ``model`` on ``num_tasks`` tasks with the weights of ``rule``.
 
@@ -648,6 +715,15 @@ def pretrain(
         task_names: names for logs and plots (default ``task0``, ``task1``, ...).
         ignore_index: the task id of items that belong to no task.
         ddp_options: keyword arguments for ``DistributedDataParallel``.
+        allow_changes: on resume, the options that may differ from the checkpoint's run
+            (``"lr"``, ``"steps"``, ``"seed"``, ``"schedule"``, ``"warmup_steps"``,
+            ``"min_lr_ratio"``, ``"weight_decay"``, ``"betas"``, ``"grad_clip"``,
+            ``"precision"``, ``"on_nonfinite"``, ``"ignore_index"``, ``"task_names"``, or
+            ``"optimizer"`` for any hyperparameter of the optimizer's parameter groups), or
+            ``True`` for all of them. A change not named is refused with a
+            :class:`deep.checkpoint.CheckpointError` that names it (``steps`` only counts
+            where the schedule depends on it). The task count, rule, estimator, world size and
+            accumulation steps can never change.
     """
     num_tasks = _positive_int("num_tasks", num_tasks)
     steps = _positive_int("steps", steps)
@@ -745,6 +821,7 @@ def pretrain(
             names=tuple(names),
             ignore_index=ignore_index,
             ddp_options=dict(ddp_options or {}),
+            allow_changes=_allowed_changes(allow_changes),
         )
         return _train(ctx, model, batches, task_loss, rule, estimator, optimizer, options)
     finally:
@@ -781,6 +858,7 @@ class _Options:
     names: tuple[str, ...]
     ignore_index: int
     ddp_options: dict[str, Any]
+    allow_changes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -809,8 +887,63 @@ class _RunConfig:
     torch_version: str = torch.__version__
 
 
-def _check_resume(meta: Mapping[str, Any], config: _RunConfig, path: Path) -> None:
-    saved = meta.get("config", {})
+_CHANGEABLE: dict[str, str] = {  # pretrain option -> the _RunConfig field it sets
+    "steps": "steps",
+    "lr": "base_lrs",
+    "weight_decay": "weight_decay",
+    "warmup_steps": "warmup_steps",
+    "schedule": "schedule",
+    "min_lr_ratio": "min_lr_ratio",
+    "grad_clip": "grad_clip",
+    "precision": "precision",
+    "seed": "seed",
+    "on_nonfinite": "on_nonfinite",
+    "ignore_index": "ignore_index",
+    "task_names": "task_names",
+}
+_ALLOWABLE = (*_CHANGEABLE, "betas", "optimizer")
+"""Options :func:`pretrain`'s ``allow_changes`` may name ("optimizer": every hyperparameter
+of the optimizer's parameter groups)."""
+
+
+def _allowed_changes(value: Any) -> frozenset[str]:
+    if value is True:
+        return frozenset(_ALLOWABLE)
+    if value is False or value is None:
+        return frozenset()
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"allow_changes must be True or a collection of option names, got {value!r}"
+        )
+    names = list(value)
+    unknown = [n for n in names if n not in _ALLOWABLE]
+    if unknown:
+        raise ValueError(
+            f"allow_changes names unknown options {unknown}; allowed: {', '.join(_ALLOWABLE)}"
+        )
+    return frozenset(names)
+
+
+def _raise_changes(path: Path, changes: Sequence[tuple[str, str]]) -> None:
+    if changes:
+        names = tuple(dict.fromkeys(name for name, _ in changes))
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} was written with other options: "
+            f"{'; '.join(text for _, text in changes)}. Resuming would continue on another "
+            f"trajectory; to resume with the new values, pass allow_changes={names!r}"
+        )
+
+
+def _check_resume(
+    meta: Mapping[str, Any], config: _RunConfig, path: Path, allowed: frozenset[str]
+) -> None:
+    """Refuse a resume whose run differs from the checkpoint's: always for the options that
+    shape the state (tasks, rule, estimator, world size, accumulation), and for the others
+    (:data:`_CHANGEABLE`) unless ``allowed`` names them. A field absent from an old
+    checkpoint is not compared."""
+    saved = meta.get("config")
+    if not isinstance(saved, Mapping):
+        raise ckpt.CheckpointError(f"checkpoint {path}: meta.json field 'config' is malformed")
     for key in (
         "num_tasks",
         "rule",
@@ -825,6 +958,62 @@ def _check_resume(meta: Mapping[str, Any], config: _RunConfig, path: Path) -> No
                 f"checkpoint {path} does not match this run: {key} was {saved.get(key)!r}, "
                 f"now {getattr(config, key)!r}"
             )
+    changes = []
+    for option, key in _CHANGEABLE.items():
+        if option == "steps" and config.schedule not in ("cosine", "linear"):
+            continue  # the learning rate does not depend on the total steps
+        now = getattr(config, key)
+        if key in saved and saved[key] != now and option not in allowed:
+            changes.append((option, f"{option} was {saved[key]!r}, now {now!r}"))
+    _raise_changes(path, changes)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+_NOT_HYPERPARAMETERS = ("params", "lr", "initial_lr")
+
+
+def _check_optimizer(
+    opt: torch.optim.Optimizer, state: Mapping[str, Any], path: Path, allowed: frozenset[str]
+) -> None:
+    """A hyperparameter of a parameter group (betas, weight decay, ...; not the learning
+    rate, which the schedule sets) that differs from the checkpoint's is refused unless
+    ``allowed`` names it (or "optimizer"). Reads only: nothing is loaded yet."""
+    saved = state.get("param_groups")
+    if not isinstance(saved, list) or len(saved) != len(opt.param_groups):
+        return  # loading reports the mismatch
+    changes = []
+    for i, (group, old) in enumerate(zip(opt.param_groups, saved, strict=True)):
+        for key, value in group.items():
+            if key in _NOT_HYPERPARAMETERS or not isinstance(old, Mapping):
+                continue
+            if not _same(old.get(key), value) and not {key, "optimizer"} & allowed:
+                name = key if key in _ALLOWABLE else "optimizer"
+                text = f"optimizer {key} (parameter group {i}) was {old.get(key)!r}, now {value!r}"
+                changes.append((name, text))
+    _raise_changes(path, changes)
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, state: Mapping[str, Any], path: Path) -> None:
+    """Load the optimizer state, keeping this run's hyperparameters (equal to the
+    checkpoint's unless :func:`_check_optimizer` allowed a change)."""
+    fresh = [
+        {k: v for k, v in g.items() if k not in _NOT_HYPERPARAMETERS} for g in opt.param_groups
+    ]
+    try:
+        opt.load_state_dict(dict(state))
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} does not match the optimizer: {err}"
+        ) from err
+    for group, new in zip(opt.param_groups, fresh, strict=True):
+        group.update(new)
 
 
 def _train(
@@ -893,6 +1082,9 @@ def _train(
         task_names=names,
     )
 
+    if ctx.is_main and checkpoint_dir is not None:  # what a killed writer left behind
+        ckpt.clean_stale(checkpoint_dir)
+
     # ---- state: fresh or from a checkpoint
     rule_state = rule.init(M)
     est_state = estimator.init(M)
@@ -905,35 +1097,29 @@ def _train(
         source = checkpoint_dir if o.resume is True else Path(o.resume)
         assert source is not None
         loaded = ckpt.load_checkpoint(source)
-        _check_resume(loaded.meta, config, loaded.path)
-        ckpt.load_model_weights(raw_model, loaded)
-        try:
-            opt.load_state_dict(loaded.optimizer_state)
-        except (ValueError, KeyError, RuntimeError) as err:
-            raise ckpt.CheckpointError(
-                f"checkpoint {loaded.path} does not match the optimizer: {err}"
-            ) from err
-        meta, tensors = loaded.meta, loaded.tensors
-        step, skipped, position = (
-            int(meta["step"]),
-            int(meta["skipped_steps"]),
-            int(meta["position"]),
-        )
-        rule_state = _state_from_parts(rule_state, meta["rule_state"], tensors, device)
-        est_state = _state_from_parts(est_state, meta["estimator_state"], tensors, device)
-        running = _state_from_parts(running, meta["running"], tensors, device)
+        _check_resume(loaded.meta, config, loaded.path, o.allow_changes)
+        # every field is checked before the model or the optimizer is touched
+        meta, tensors, where = loaded.meta, loaded.tensors, loaded.path
+        step = ckpt.meta_int(meta, "step", where)
+        skipped = ckpt.meta_int(meta, "skipped_steps", where, maximum=step)
+        position = ckpt.meta_int(meta, "position", where, step * K, step * K + K - 1)
+        last_log_step = ckpt.meta_int(meta, "last_log_step", where, maximum=step)
+        rule_state = _state_from_parts("rule_state", rule_state, meta, tensors, device, where)
+        est_state = _state_from_parts("estimator_state", est_state, meta, tensors, device, where)
+        running = _state_from_parts("running", running, meta, tensors, device, where)
         for key in history:
+            if f"history.{key}" not in tensors:
+                raise ckpt.CheckpointError(f"checkpoint {where} has no tensor 'history.{key}'")
             history[key] = list(tensors[f"history.{key}"].numpy())
+        rng = _rng_from(meta, tensors, ctx.rank, where)
+        _check_optimizer(opt, loaded.optimizer_state, where, o.allow_changes)
+        ckpt.load_model_weights(raw_model, loaded)
+        _load_optimizer(opt, loaded.optimizer_state, where)
     if seed is not None:  # also on resume: data replays start from the same RNG state
         torch.manual_seed(seed + ctx.rank)
     stream = BatchStream(batches, position)
     if loaded is not None:  # after the replay, which may have drawn random numbers
-        rng = dict(loaded.meta["rng"][ctx.rank])
-        rng["torch"] = loaded.tensors[f"rng.{ctx.rank}.torch"]
-        if f"rng.{ctx.rank}.cuda" in loaded.tensors:
-            rng["cuda"] = loaded.tensors[f"rng.{ctx.rank}.cuda"]
         _set_rng_state(rng, device)
-        last_log_step = int(loaded.meta["last_log_step"])
 
     train_model: nn.Module = raw_model
     if o.compile:
