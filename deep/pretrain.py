@@ -354,7 +354,10 @@ def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
 class _StopRequest:
     """SIGINT/SIGTERM set a flag; the loop stops at the next step boundary with a checkpoint.
 
-    A second signal interrupts at once.
+    A second signal interrupts at once. The handler is installed only in the main thread, and
+    only for a signal whose disposition is the default or a Python handler: an ignored signal
+    (``SIG_IGN``, as under ``nohup`` or a job runner) stays ignored, and a handler installed
+    outside Python is left alone. On exit the previous dispositions come back.
     """
 
     def __init__(self) -> None:
@@ -364,7 +367,9 @@ class _StopRequest:
     def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
+                previous = signal.getsignal(sig)
+                if previous is signal.SIG_DFL or callable(previous):
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -692,7 +697,10 @@ def pretrain(
         checkpoint_dir, checkpoint_every, keep_checkpoints: write a checkpoint every
             ``checkpoint_every`` steps, at the end, and on SIGINT/SIGTERM (at the next step
             boundary); keep the newest ``keep_checkpoints`` (``None``: all). See
-            :mod:`deep.checkpoint`.
+            :mod:`deep.checkpoint`. The graceful stop is installed only when ``pretrain`` runs
+            in the main thread, and only for a signal with the default or a Python handler:
+            a signal the process ignores (``SIG_IGN``, e.g. under ``nohup``) stays ignored
+            during and after the run.
         resume: a checkpoint directory, a folder of them (the newest is used), or ``True`` for
             the newest in ``checkpoint_dir``. On CPU the resumed run is bit-for-bit the
             uninterrupted one.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -123,15 +124,16 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_matches(
         return _task_loss(model, batch)
 
     ckpt_dir = tmp_path / "ckpt"
-    with pytest.raises(KeyboardInterrupt, match="interrupted after step 5"):
-        deep.pretrain(
-            _model(0),
-            _batches(),
-            **_options(
-                task_loss=interrupting_loss, checkpoint_dir=ckpt_dir, log_dir=tmp_path / "log"
-            ),
-        )
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    with _sigint(signal.default_int_handler):  # the suite may run with SIGINT ignored
+        with pytest.raises(KeyboardInterrupt, match="interrupted after step 5"):
+            deep.pretrain(
+                _model(0),
+                _batches(),
+                **_options(
+                    task_loss=interrupting_loss, checkpoint_dir=ckpt_dir, log_dir=tmp_path / "log"
+                ),
+            )
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
     assert deep.find_latest(ckpt_dir).name == "step_00000005"
     resumed = deep.pretrain(
         _model(1),
@@ -144,6 +146,65 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_matches(
         for line in (tmp_path / "log" / "log.jsonl").read_text().splitlines()
     ]
     assert steps == list(range(1, STEPS + 1))  # no duplicates after the resume
+
+
+@contextlib.contextmanager
+def _sigint(handler: Any) -> Iterator[None]:
+    """SIGINT set to ``handler`` for the block; the disposition found is restored after."""
+    found = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, found)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_ignored_signal_stays_ignored_during_and_after_the_run(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Before: deep.pretrain replaced SIG_IGN by its handler, so an ignored Ctrl-C stopped it."""
+    during: list[Any] = []
+
+    def signalling_loss(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        during.append(signal.getsignal(sig))
+        os.kill(os.getpid(), sig)  # ignored: the run goes on
+        return _task_loss(model, batch)
+
+    found = signal.signal(sig, signal.SIG_IGN)
+    try:
+        result = deep.pretrain(
+            _model(0),
+            _batches(),
+            **_options(steps=2, task_loss=signalling_loss, checkpoint_dir=tmp_path),
+        )
+        assert signal.getsignal(sig) is signal.SIG_IGN
+    finally:
+        signal.signal(sig, found)
+    assert result.steps == 2 and during and all(h is signal.SIG_IGN for h in during)
+
+
+def test_outside_the_main_thread_no_handler_is_installed(tmp_path: Path) -> None:
+    import threading
+
+    found = signal.getsignal(signal.SIGINT)
+    seen: list[Any] = []
+
+    def run() -> None:
+        def loss(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            seen.append(signal.getsignal(signal.SIGINT))
+            return _task_loss(model, batch)
+
+        seen.append(
+            deep.pretrain(
+                _model(0), _batches(), **_options(steps=2, task_loss=loss, checkpoint_dir=tmp_path)
+            )
+        )
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    assert isinstance(seen[-1], deep.PretrainResult) and seen[-1].steps == 2
+    assert all(h is found for h in seen[:-1]) and signal.getsignal(signal.SIGINT) is found
 
 
 def _generator(batches: list[Any]) -> Iterator[Any]:
