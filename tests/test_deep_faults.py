@@ -147,6 +147,11 @@ def test_empty_batches_and_missing_losses_are_clear_errors() -> None:
         _run(task_loss=lambda m, b: (m(b["x"]).squeeze(1), torch.full_like(b["t"], -100)))
     with pytest.raises(ValueError, match="batches yielded no batch at all"):
         _run(batches=[])
+    # before: a warning and a run of 0 steps (#14.7)
+    with pytest.raises(ValueError, match=r"batches yielded no batch at all \(an empty or already"):
+        _run(batches=iter([]))
+    with pytest.raises(ValueError, match="batches yielded no batch at all"):
+        _run(batches=(b for b in _batches() if False))
     with pytest.raises(TypeError, match="task_loss returned no loss tensor at step 1"):
         _run(task_loss=lambda m, b: (None, b["t"]))
     with pytest.raises(TypeError, match=r"must return \(per_item_losses, task_ids\)"):
