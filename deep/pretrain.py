@@ -484,7 +484,8 @@ def _gradient_norm(params: Sequence[torch.Tensor], grad_clip: float | None) -> t
 def _record_gradient_fault(fault: torch.Tensor, norm: torch.Tensor, step: int) -> torch.Tensor:
     """Keep the first ``(step, code, task)`` fault; a non-finite ``norm`` is a gradient fault."""
     bad = ~torch.isfinite(norm.to(torch.float64))
-    record = torch.tensor([step, _FAULT_GRADIENT, -1], dtype=fault.dtype, device=fault.device)
+    record = torch.full_like(fault, step)  # fills, not a host-to-device copy (no sync)
+    record[1], record[2] = _FAULT_GRADIENT, -1
     return torch.where((fault[0] < 0) & bad, record, fault)
 
 
