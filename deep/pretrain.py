@@ -613,7 +613,8 @@ def _fault_message(
             else "run with check_every=1 (the default on CPU) to have the operation named"
         )
         return (
-            f"non-finite gradient at step {step} while every task's loss is finite; {source}. "
+            f"non-finite gradient at step {step} while every task's loss is finite (a NaN or "
+            f"Inf entry, or entries so large, beyond ~1e19, that the norm overflows); {source}. "
             "Which task cannot be told: a 0 * inf in the backward spreads one item's NaN to "
             "every task's gradient. No update was applied at this step. Look for an operation "
             "with an infinite derivative (sqrt or log at 0, a norm of 0), lower the learning "
@@ -710,8 +711,10 @@ def pretrain(
             ``log_dir``; TensorBoard events if asked (needs the ``tensorboard`` package); a
             tqdm bar on rank 0.
         on_nonfinite: what a NaN/Inf loss, or a non-finite gradient norm with finite losses,
-            does: ``"raise"`` stops (``FloatingPointError``) with the step and, where it can be
-            told, the task named; ``"skip"`` drops the step (no update, counted in
+            does: ``"raise"`` stops (``FloatingPointError``) naming the step and, for a loss,
+            the task, for a gradient (with ``check_every=1``) the backward operation where the
+            first NaN arose (the task cannot be told: one item's NaN reaches every task's
+            gradient through ``0 * inf``); ``"skip"`` drops the step (no update, counted in
             ``skipped_steps``). The gradient is checked through its global norm (the one
             clipping computes), before the update.
         check_every: read the finiteness and task-id checks back every this many steps

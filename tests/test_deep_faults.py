@@ -278,7 +278,7 @@ def test_nan_gradient_with_finite_loss_names_step_and_task(
     model = _model()
     with pytest.raises(
         FloatingPointError,
-        match=r"non-finite gradient at step 3 while every task's loss is finite; the first NaN "
+        match=r"non-finite gradient at step 3 while every task's loss is finite .*; the first NaN "
         r"of the backward comes from PowBackward0, whose forward is at .*test_deep_faults.py:\d+ "
         r"\(in _sqrt_at_zero_loss\)",
     ):
