@@ -99,6 +99,14 @@ def _meta_digest(meta: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _safe_digest(meta: Mapping[str, Any]) -> str | None:
+    """:func:`_meta_digest`, or ``None`` for metadata no writer of ours produces (NaN)."""
+    try:
+        return _meta_digest(meta)
+    except (ValueError, TypeError):
+        return None
+
+
 def meta_int(
     meta: Mapping[str, Any],
     key: str,
@@ -292,7 +300,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             UserWarning,
             stacklevel=2,
         )
-    elif meta.get("meta_sha256") != _meta_digest(meta):
+    elif meta.get("meta_sha256") != _safe_digest(meta):
         raise CheckpointError(
             f"checkpoint {path} is corrupted or was edited: meta.json does not match its "
             "meta_sha256 (an edited step, position or state would resume on another trajectory)"

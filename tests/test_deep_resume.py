@@ -417,6 +417,26 @@ def test_a_malformed_meta_field_is_a_checkpoint_error_naming_it(
     assert all(torch.equal(a, b) for a, b in zip(before, _params(model), strict=True))
 
 
+def test_meta_json_with_nan_or_of_format_1(
+    reference: tuple[deep.PretrainResult, Path], tmp_path: Path
+) -> None:
+    _, root = reference
+    src = root / "ckpt" / "step_00000003"
+    nan = _copy_checkpoint(src, tmp_path / "nan" / "step_00000003")
+    text = (nan / "meta.json").read_text().replace('"position": 6', '"position": NaN')
+    (nan / "meta.json").write_text(text)
+    with pytest.raises(deep.CheckpointError, match="does not match its meta_sha256"):
+        deep.load_checkpoint(nan)
+
+    def as_format_1(meta: dict[str, Any]) -> None:
+        meta["format"] = 1
+        del meta["meta_sha256"]
+
+    old = _edited_copy(src, tmp_path / "old" / "step_00000003", as_format_1, False)
+    with pytest.warns(UserWarning, match="format 1: its meta.json carries no hash"):
+        assert deep.load_checkpoint(old).step == 3
+
+
 def test_resume_with_changed_options_is_refused_unless_allowed(
     reference: tuple[deep.PretrainResult, Path], tmp_path: Path
 ) -> None:
