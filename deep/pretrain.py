@@ -1336,7 +1336,7 @@ def _train(
             if skip_step:
                 skipped += 1
             else:
-                grad_norm = norm.to(running.grad_norm.dtype)
+                grad_norm = norm.to(running.grad_norm.device, running.grad_norm.dtype)
                 _optimizer_step(opt, halt)
                 opt.zero_grad(set_to_none=True)
                 est_state, rule_state = est_next, rule_next
