@@ -10,7 +10,7 @@ count in every checkpoint. On resume it brings a new source to the same position
   sees the same batches.
 * a **one-shot iterator or generator**: resuming draws and discards ``position`` batches from
   the iterator you pass, so pass a fresh one that yields the same sequence. When it runs out
-  the run ends early (with a warning).
+  the run ends early (with a warning); one that yields nothing at all is an error.
 * a **callable** ``batches(position) -> iterable``: called with the position; it must return
   the batches from that micro-batch on (use this to seek in O(1) on large data). When that
   iterable runs out, it is called again with the current position; an empty one ends the run.
@@ -85,6 +85,11 @@ class BatchStream:
                 batch = next(self._iterator)
             except StopIteration:
                 if self._one_shot:
+                    if self.position == 0:
+                        raise ValueError(
+                            "batches yielded no batch at all (an empty or already exhausted "
+                            "iterator/generator)"
+                        ) from None
                     return None
                 if self._pass_count == 0:  # a fresh pass was empty
                     if self.position == 0:

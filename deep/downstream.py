@@ -214,7 +214,7 @@ class TextTask:
 class GlueSpec:
     """Where a GLUE task's fields are. Columns are header names, or 0-based indices for a
     file without header (CoLA). ``labels``: the label strings in class order (empty for
-    regression)."""
+    regression); ``label_range``: the closed interval a regression label must lie in."""
 
     folder: str
     text_a: str | int
@@ -227,6 +227,7 @@ class GlueSpec:
     header: bool = True
     hf_config: str = ""
     hf_fields: tuple[str, str | None] = ("sentence", None)
+    label_range: tuple[float, float] | None = None
 
 
 GLUE_TASKS: dict[str, GlueSpec] = {
@@ -240,7 +241,7 @@ GLUE_TASKS: dict[str, GlueSpec] = {
                     ("f1", "acc"), hf_config="qqp", hf_fields=("question1", "question2")),
     "STS-B": GlueSpec("STS-B", "sentence1", "sentence2", "score", (), "pearson",
                       ("pearson", "spearman"), hf_config="stsb",
-                      hf_fields=("sentence1", "sentence2")),
+                      hf_fields=("sentence1", "sentence2"), label_range=(0.0, 5.0)),
     "MNLI": GlueSpec("MNLI", "sentence1", "sentence2", "gold_label",
                      ("contradiction", "entailment", "neutral"), "acc", ("acc",),
                      dev_file="dev_matched.tsv", hf_config="mnli",
@@ -275,14 +276,29 @@ def _column(spec: str | int, header: list[str] | None, path: Path) -> int:
     return header.index(spec)
 
 
+def _decode_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 file (``\\n`` or ``\\r\\n``; a leading byte-order mark dropped);
+    a byte that is not UTF-8 is an error naming file:line and column."""
+    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf").split(b"\n")
+    if raw and raw[-1] == b"":
+        raw.pop()
+    lines = []
+    for number, line in enumerate(raw, start=1):
+        try:
+            lines.append(line.decode("utf-8").removesuffix("\r"))
+        except UnicodeDecodeError as err:
+            raise ValueError(
+                f"{path}:{number}: not UTF-8 (byte 0x{line[err.start]:02x} at column "
+                f"{err.start + 1}); GLUE files are UTF-8: re-encode the file "
+                "(e.g. iconv -f latin1 -t utf-8)"
+            ) from None
+    return lines
+
+
 def _read_glue_file(path: Path, spec: GlueSpec) -> tuple[TextExample, ...]:
     if not path.is_file():
         raise ValueError(f"GLUE file {path} does not exist")
-    with open(path, encoding="utf-8", newline="") as fh:
-        lines = fh.read().split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    lines = [line.removesuffix("\r") for line in lines]
+    lines = _decode_lines(path)
     header = lines[0].split("\t") if spec.header and lines else None
     start = 1 if spec.header else 0
     if header is None and spec.header:
@@ -319,6 +335,13 @@ def _read_glue_file(path: Path, spec: GlueSpec) -> tuple[TextExample, ...]:
                 raise ValueError(f"{path}:{number}: label {raw_label!r} is not a number") from None
             if not math.isfinite(label):
                 raise ValueError(f"{path}:{number}: label {raw_label!r} is not finite")
+            if spec.label_range is not None:
+                low, high = spec.label_range
+                if not low <= label <= high:
+                    raise ValueError(
+                        f"{path}:{number}: label {raw_label!r} is outside [{low:g}, {high:g}], "
+                        f"the range of {spec.folder} scores"
+                    )
         text_a = fields[ia].strip()
         text_b = fields[ib].strip() if ib is not None else None
         if not text_a or (ib is not None and not text_b):
@@ -377,6 +400,11 @@ def load_glue_hf(
             label = float(row["label"])
             if spec.labels and not (label.is_integer() and 0 <= label < len(spec.labels)):
                 raise ValueError(f"datasets glue/{spec.hf_config} {split} row {i}: label {label}")
+            if spec.label_range and not spec.label_range[0] <= label <= spec.label_range[1]:
+                raise ValueError(
+                    f"datasets glue/{spec.hf_config} {split} row {i}: label {label} is outside "
+                    f"[{spec.label_range[0]:g}, {spec.label_range[1]:g}]"
+                )
             b = row[key_b] if key_b is not None else None
             out.append(TextExample(str(row[key_a]), None if b is None else str(b), label))
         return tuple(out)

@@ -44,7 +44,7 @@ HISTORY_KEYS = (
 )
 """``step`` (int), ``loss`` (``sum_i w_i L_i``), ``mean_loss`` (item-weighted mean),
 ``worst_loss`` (``max_i L_i`` over present tasks), ``task_losses`` / ``weights`` / ``counts``
-(``(n_logged, M)``), ``lr``, ``grad_norm`` (before clipping; NaN when not computed)."""
+(``(n_logged, M)``), ``lr``, ``grad_norm`` (the global gradient norm before clipping)."""
 
 
 def empty_history(num_tasks: int) -> dict[str, np.ndarray]:

@@ -28,6 +28,7 @@ import contextlib
 import math
 import os
 import random
+import re
 import signal
 import sys
 import threading
@@ -61,7 +62,7 @@ __all__ = ["PretrainResult", "lr_factor", "pretrain"]
 Schedule = str | Callable[[int], float]
 TaskLoss = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor]]
 
-_FAULT_IDS, _FAULT_EMPTY, _FAULT_NONFINITE = 1, 2, 3
+_FAULT_IDS, _FAULT_EMPTY, _FAULT_NONFINITE, _FAULT_GRADIENT = 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -237,23 +238,89 @@ def _state_parts(prefix: str, state: Any) -> tuple[dict[str, Any], dict[str, tor
 
 
 def _state_from_parts(
+    prefix: str,
     template: Any,
-    fields: Mapping[str, Any],
+    meta: Mapping[str, Any],
     tensors: Mapping[str, torch.Tensor],
     device: torch.device,
+    path: Path,
 ) -> Any:
+    """The inverse of :func:`_state_parts`; each field must have the template's kind (and a
+    tensor its shape and dtype), else a :class:`deep.checkpoint.CheckpointError` names it."""
+    fields = meta.get(prefix)
+    if not isinstance(fields, Mapping):
+        raise ckpt.CheckpointError(f"checkpoint {path}: meta.json field {prefix!r} is malformed")
     values: dict[str, Any] = {}
-    for name in template._fields:
+    for name, like in template._asdict().items():
+        key = f"{prefix}.{name}"
         if name not in fields:
-            raise ckpt.CheckpointError(f"checkpoint state has no field {name!r}")
+            raise ckpt.CheckpointError(f"checkpoint {path}: the state has no field {key!r}")
         value = fields[name]
-        if isinstance(value, dict) and "tensor" in value:
-            values[name] = tensors[value["tensor"]].to(device)
-        elif isinstance(value, dict) and "ndarray" in value:
-            values[name] = tensors[value["ndarray"]].numpy()
+
+        def bad(expected: str, got: Any = value, key: str = key) -> ckpt.CheckpointError:
+            return ckpt.CheckpointError(
+                f"checkpoint {path}: meta.json field {key!r} must be {expected}, got {got!r}"
+            )
+
+        if isinstance(value, Mapping):
+            kind = "tensor" if "tensor" in value else "ndarray"
+            if value.get(kind) not in tensors:
+                raise bad("a reference to a stored tensor")
+            stored = tensors[value[kind]]
+            if isinstance(like, torch.Tensor | np.ndarray):
+                dtype = (
+                    like.dtype if isinstance(like, torch.Tensor) else torch.from_numpy(like).dtype
+                )
+                if tuple(stored.shape) != tuple(like.shape) or stored.dtype != dtype:
+                    raise bad(
+                        f"a {dtype} tensor of shape {tuple(like.shape)}",
+                        f"{stored.dtype} of shape {tuple(stored.shape)}",
+                    )
+            values[name] = stored.to(device) if kind == "tensor" else stored.numpy()
+        elif isinstance(like, torch.Tensor | np.ndarray):
+            raise bad("a reference to a stored tensor")
+        elif isinstance(like, bool):
+            if not isinstance(value, bool):
+                raise bad("true or false")
+            values[name] = value
+        elif isinstance(like, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise bad("an integer")
+            values[name] = value
+        elif isinstance(like, float):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise bad("a number")
+            values[name] = float(value)
+        elif isinstance(like, str) and not isinstance(value, str):
+            raise bad("a string")
+        elif value is not None and not isinstance(value, bool | int | float | str):
+            raise bad("a number, a string or null")
         else:
             values[name] = value
     return template._replace(**values)
+
+
+def _rng_from(
+    meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], rank: int, path: Path
+) -> dict[str, Any]:
+    """Rank ``rank``'s RNG states from a checkpoint, each tried on a throwaway generator so
+    that a malformed one is a :class:`deep.checkpoint.CheckpointError`, not a crash later."""
+    try:
+        state = dict(meta["rng"][rank])
+        state["torch"] = tensors[f"rng.{rank}.torch"]
+        if f"rng.{rank}.cuda" in tensors:
+            state["cuda"] = tensors[f"rng.{rank}.cuda"]
+        version, keys, gauss = state["python"]
+        random.Random().setstate((version, tuple(keys), gauss))
+        name, np_keys, pos, has_gauss, cached = state["numpy"]
+        np_state = (name, np.asarray(np_keys, dtype=np.uint32), pos, has_gauss, cached)
+        np.random.RandomState().set_state(np_state)
+        torch.Generator().set_state(state["torch"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise ckpt.CheckpointError(
+            f"checkpoint {path}: meta.json field 'rng' (rank {rank}) is malformed: {err!r}"
+        ) from err
+    return state
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -287,7 +354,10 @@ def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
 class _StopRequest:
     """SIGINT/SIGTERM set a flag; the loop stops at the next step boundary with a checkpoint.
 
-    A second signal interrupts at once.
+    A second signal interrupts at once. The handler is installed only in the main thread, and
+    only for a signal whose disposition is the default or a Python handler: an ignored signal
+    (``SIG_IGN``, as under ``nohup`` or a job runner) stays ignored, and a handler installed
+    outside Python is left alone. On exit the previous dispositions come back.
     """
 
     def __init__(self) -> None:
@@ -297,7 +367,9 @@ class _StopRequest:
     def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
+                previous = signal.getsignal(sig)
+                if previous is signal.SIG_DFL or callable(previous):
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -397,6 +469,90 @@ def _record_fault(
     return torch.where((fault[0] < 0) & (code > 0), record, fault)
 
 
+def _gradient_norm(params: Sequence[torch.Tensor], grad_clip: float | None) -> torch.Tensor:
+    """The global gradient norm ``||g||_2`` before clipping (clipping to ``grad_clip`` if set).
+
+    It is finite iff every gradient entry is (short of ``||g||^2`` overflowing), so it is
+    also the step's fused finiteness check. No host sync: the result stays on the device.
+    """
+    if grad_clip is not None:
+        return torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads, foreach=True)
+
+
+def _record_gradient_fault(fault: torch.Tensor, norm: torch.Tensor, step: int) -> torch.Tensor:
+    """Keep the first ``(step, code, task)`` fault; a non-finite ``norm`` is a gradient fault."""
+    bad = ~torch.isfinite(norm.to(torch.float64))
+    record = torch.full_like(fault, step)  # fills, not a host-to-device copy (no sync)
+    record[1], record[2] = _FAULT_GRADIENT, -1
+    return torch.where((fault[0] < 0) & bad, record, fault)
+
+
+def _optimizer_step(opt: torch.optim.Optimizer, halt: torch.Tensor | None) -> None:
+    """``opt.step()``; with ``halt`` (a device flag), an optimizer that accepts ``found_inf``
+    (fused Adam, AdamW, SGD) skips the update on the device when the flag is set, with no
+    host sync. Other optimizers update regardless: the loop stops at the next check, and no
+    checkpoint is written after a fault."""
+    if halt is None or not getattr(opt, "_step_supports_amp_scaling", False):
+        opt.step()
+        return
+    opt.found_inf = halt.to(torch.float32)  # type: ignore[attr-defined]
+    try:
+        opt.step()
+    finally:
+        del opt.found_inf  # type: ignore[attr-defined]
+
+
+def _gradient_origin(
+    model: nn.Module,
+    batches: Sequence[Any],
+    task_loss: TaskLoss,
+    num_tasks: int,
+    autocast: Callable[[], Any],
+) -> str:
+    """Where the first NaN of the backward arises: the step re-run under
+    ``torch.autograd.detect_anomaly`` (error path only), as "``FooBackward0``, whose forward
+    is at file:line (in function)", or "" if the re-run has no NaN (e.g. other dropout)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with torch.autograd.detect_anomaly(check_nan=True):
+                for batch in batches:
+                    with autocast():
+                        values, ids = task_loss(model, batch)
+                    valid = (ids >= 0) & (ids < num_tasks)
+                    torch.autograd.grad(values[valid].sum(), params, allow_unused=True)
+        except RuntimeError as err:
+            found = re.search(r"Function '(\w+)' returned nan", str(err))
+            if found is None:
+                return ""
+            where = ""
+            for warning in caught:
+                text = str(warning.message)
+                if "Traceback of forward call" not in text:
+                    continue
+                frames = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', text)
+                own = os.sep + "torch" + os.sep, os.path.basename(__file__)
+                frames = [f for f in frames if not any(part in f[0] for part in own)]
+                if frames:
+                    file, line, function = frames[-1]
+                    where = f", whose forward is at {file}:{line} (in {function})"
+            return f"{found.group(1)}{where}"
+    return ""
+
+
+def _nonfinite_parameters(model: nn.Module) -> list[str]:
+    """Names of the parameters and buffers holding a NaN or Inf (one host read)."""
+    named = [*model.named_parameters(), *model.named_buffers()]
+    floats = [(n, t) for n, t in named if t.is_floating_point()]
+    if not floats:
+        return []
+    finite = torch.stack([torch.isfinite(t).all() for _, t in floats]).tolist()
+    return [n for (n, _), ok in zip(floats, finite, strict=True) if not ok]
+
+
 def _call_task_loss(
     task_loss: TaskLoss, model: nn.Module, batch: Any, step: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -411,6 +567,12 @@ def _call_task_loss(
         raise TypeError(
             f"task_loss returned no loss tensor at step {step} (got {type(values).__name__}); a "
             "model that returns no loss needs labels, or compute the loss from its logits"
+        )
+    if not (values.is_floating_point() or values.is_complex()):
+        raise TypeError(
+            f"task_loss returned losses of dtype {values.dtype} at step {step}; losses must be "
+            "floating point (an integer tensor has no gradient): compute them with a float loss "
+            "such as F.cross_entropy(..., reduction='none')"
         )
     if values.ndim == 0:
         raise ValueError(
@@ -428,9 +590,15 @@ def _call_task_loss(
 
 
 def _fault_message(
-    code: int, step: int, task: int, names: Sequence[str], means: Sequence[float] | None
+    code: int,
+    step: int,
+    task: int,
+    names: Sequence[str],
+    means: Sequence[float] | None,
+    origin: str = "",
 ) -> str:
-    """The error for a fault; ``means`` are the step's per-task means when known."""
+    """The error for a fault; ``means`` are the step's per-task means when known, ``origin``
+    the backward operation of a gradient fault (:func:`_gradient_origin`) when known."""
     if code == _FAULT_IDS:
         return (
             f"task_loss returned task ids outside [0, num_tasks) = [0, {len(names)}) at step "
@@ -438,6 +606,20 @@ def _fault_message(
         )
     if code == _FAULT_EMPTY:
         return f"empty batch at step {step}: every item has task id ignore_index (no task present)"
+    if code == _FAULT_GRADIENT:
+        source = (
+            f"the first NaN of the backward comes from {origin}"
+            if origin
+            else "run with check_every=1 (the default on CPU) to have the operation named"
+        )
+        return (
+            f"non-finite gradient at step {step} while every task's loss is finite (a NaN or "
+            f"Inf entry, or entries so large, beyond ~1e19, that the norm overflows); {source}. "
+            "Which task cannot be told: a 0 * inf in the backward spreads one item's NaN to "
+            "every task's gradient. No update was applied at this step. Look for an operation "
+            "with an infinite derivative (sqrt or log at 0, a norm of 0), lower the learning "
+            "rate, or pass on_nonfinite='skip'"
+        )
     label = names[task] if 0 <= task < len(names) else str(task)
     detail = "has a NaN or Inf mean loss"
     if means is not None:
@@ -484,6 +666,7 @@ def pretrain(
     task_names: Sequence[str] | None = None,
     ignore_index: int = IGNORE_INDEX,
     ddp_options: Mapping[str, Any] | None = None,
+    allow_changes: Iterable[str] | bool = (),
 ) -> PretrainResult:
     """Pre-train ``model`` on ``num_tasks`` tasks with the weights of ``rule``.
 
@@ -516,7 +699,10 @@ def pretrain(
         checkpoint_dir, checkpoint_every, keep_checkpoints: write a checkpoint every
             ``checkpoint_every`` steps, at the end, and on SIGINT/SIGTERM (at the next step
             boundary); keep the newest ``keep_checkpoints`` (``None``: all). See
-            :mod:`deep.checkpoint`.
+            :mod:`deep.checkpoint`. The graceful stop is installed only when ``pretrain`` runs
+            in the main thread, and only for a signal with the default or a Python handler:
+            a signal the process ignores (``SIG_IGN``, e.g. under ``nohup``) stays ignored
+            during and after the run.
         resume: a checkpoint directory, a folder of them (the newest is used), or ``True`` for
             the newest in ``checkpoint_dir``. On CPU the resumed run is bit-for-bit the
             uninterrupted one.
@@ -524,15 +710,32 @@ def pretrain(
             steps), ``config.json`` and ``mean_weights.json`` (also in ``checkpoint_dir``) in
             ``log_dir``; TensorBoard events if asked (needs the ``tensorboard`` package); a
             tqdm bar on rank 0.
-        on_nonfinite: ``"raise"`` stops with the step and the task named; ``"skip"`` drops the
-            step (no update, counted in ``skipped_steps``).
+        on_nonfinite: what a NaN/Inf loss, or a non-finite gradient norm with finite losses,
+            does: ``"raise"`` stops (``FloatingPointError``) naming the step and, for a loss,
+            the task, for a gradient (with ``check_every=1``) the backward operation where the
+            first NaN arose (the task cannot be told: one item's NaN reaches every task's
+            gradient through ``0 * inf``); ``"skip"`` drops the step (no update, counted in
+            ``skipped_steps``). The gradient is checked through its global norm (the one
+            clipping computes), before the update.
         check_every: read the finiteness and task-id checks back every this many steps
             (default: every step on CPU and with ``"skip"``, else every ``log_every`` steps,
-            so that accelerators never wait). A fault found late still names its step; no
-            checkpoint is ever written after a fault.
+            so that accelerators never wait). A fault found late still names its step; from
+            the faulty step on, an optimizer that accepts ``found_inf`` (the default fused
+            AdamW on CUDA) skips its updates on the device, so the model keeps the weights
+            from before the fault. No checkpoint is ever written after a fault or with
+            non-finite weights.
         task_names: names for logs and plots (default ``task0``, ``task1``, ...).
         ignore_index: the task id of items that belong to no task.
         ddp_options: keyword arguments for ``DistributedDataParallel``.
+        allow_changes: on resume, the options that may differ from the checkpoint's run
+            (``"lr"``, ``"steps"``, ``"seed"``, ``"schedule"``, ``"warmup_steps"``,
+            ``"min_lr_ratio"``, ``"weight_decay"``, ``"betas"``, ``"grad_clip"``,
+            ``"precision"``, ``"on_nonfinite"``, ``"ignore_index"``, ``"task_names"``, or
+            ``"optimizer"`` for any hyperparameter of the optimizer's parameter groups), or
+            ``True`` for all of them. A change not named is refused with a
+            :class:`deep.checkpoint.CheckpointError` that names it (``steps`` only counts
+            where the schedule depends on it). The task count, rule, estimator, world size and
+            accumulation steps can never change.
     """
     num_tasks = _positive_int("num_tasks", num_tasks)
     steps = _positive_int("steps", steps)
@@ -630,6 +833,7 @@ def pretrain(
             names=tuple(names),
             ignore_index=ignore_index,
             ddp_options=dict(ddp_options or {}),
+            allow_changes=_allowed_changes(allow_changes),
         )
         return _train(ctx, model, batches, task_loss, rule, estimator, optimizer, options)
     finally:
@@ -666,6 +870,7 @@ class _Options:
     names: tuple[str, ...]
     ignore_index: int
     ddp_options: dict[str, Any]
+    allow_changes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -694,8 +899,63 @@ class _RunConfig:
     torch_version: str = torch.__version__
 
 
-def _check_resume(meta: Mapping[str, Any], config: _RunConfig, path: Path) -> None:
-    saved = meta.get("config", {})
+_CHANGEABLE: dict[str, str] = {  # pretrain option -> the _RunConfig field it sets
+    "steps": "steps",
+    "lr": "base_lrs",
+    "weight_decay": "weight_decay",
+    "warmup_steps": "warmup_steps",
+    "schedule": "schedule",
+    "min_lr_ratio": "min_lr_ratio",
+    "grad_clip": "grad_clip",
+    "precision": "precision",
+    "seed": "seed",
+    "on_nonfinite": "on_nonfinite",
+    "ignore_index": "ignore_index",
+    "task_names": "task_names",
+}
+_ALLOWABLE = (*_CHANGEABLE, "betas", "optimizer")
+"""Options :func:`pretrain`'s ``allow_changes`` may name ("optimizer": every hyperparameter
+of the optimizer's parameter groups)."""
+
+
+def _allowed_changes(value: Any) -> frozenset[str]:
+    if value is True:
+        return frozenset(_ALLOWABLE)
+    if value is False or value is None:
+        return frozenset()
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"allow_changes must be True or a collection of option names, got {value!r}"
+        )
+    names = list(value)
+    unknown = [n for n in names if n not in _ALLOWABLE]
+    if unknown:
+        raise ValueError(
+            f"allow_changes names unknown options {unknown}; allowed: {', '.join(_ALLOWABLE)}"
+        )
+    return frozenset(names)
+
+
+def _raise_changes(path: Path, changes: Sequence[tuple[str, str]]) -> None:
+    if changes:
+        names = tuple(dict.fromkeys(name for name, _ in changes))
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} was written with other options: "
+            f"{'; '.join(text for _, text in changes)}. Resuming would continue on another "
+            f"trajectory; to resume with the new values, pass allow_changes={names!r}"
+        )
+
+
+def _check_resume(
+    meta: Mapping[str, Any], config: _RunConfig, path: Path, allowed: frozenset[str]
+) -> None:
+    """Refuse a resume whose run differs from the checkpoint's: always for the options that
+    shape the state (tasks, rule, estimator, world size, accumulation), and for the others
+    (:data:`_CHANGEABLE`) unless ``allowed`` names them. A field absent from an old
+    checkpoint is not compared."""
+    saved = meta.get("config")
+    if not isinstance(saved, Mapping):
+        raise ckpt.CheckpointError(f"checkpoint {path}: meta.json field 'config' is malformed")
     for key in (
         "num_tasks",
         "rule",
@@ -710,6 +970,62 @@ def _check_resume(meta: Mapping[str, Any], config: _RunConfig, path: Path) -> No
                 f"checkpoint {path} does not match this run: {key} was {saved.get(key)!r}, "
                 f"now {getattr(config, key)!r}"
             )
+    changes = []
+    for option, key in _CHANGEABLE.items():
+        if option == "steps" and config.schedule not in ("cosine", "linear"):
+            continue  # the learning rate does not depend on the total steps
+        now = getattr(config, key)
+        if key in saved and saved[key] != now and option not in allowed:
+            changes.append((option, f"{option} was {saved[key]!r}, now {now!r}"))
+    _raise_changes(path, changes)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+_NOT_HYPERPARAMETERS = ("params", "lr", "initial_lr")
+
+
+def _check_optimizer(
+    opt: torch.optim.Optimizer, state: Mapping[str, Any], path: Path, allowed: frozenset[str]
+) -> None:
+    """A hyperparameter of a parameter group (betas, weight decay, ...; not the learning
+    rate, which the schedule sets) that differs from the checkpoint's is refused unless
+    ``allowed`` names it (or "optimizer"). Reads only: nothing is loaded yet."""
+    saved = state.get("param_groups")
+    if not isinstance(saved, list) or len(saved) != len(opt.param_groups):
+        return  # loading reports the mismatch
+    changes = []
+    for i, (group, old) in enumerate(zip(opt.param_groups, saved, strict=True)):
+        for key, value in group.items():
+            if key in _NOT_HYPERPARAMETERS or not isinstance(old, Mapping):
+                continue
+            if not _same(old.get(key), value) and not {key, "optimizer"} & allowed:
+                name = key if key in _ALLOWABLE else "optimizer"
+                text = f"optimizer {key} (parameter group {i}) was {old.get(key)!r}, now {value!r}"
+                changes.append((name, text))
+    _raise_changes(path, changes)
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, state: Mapping[str, Any], path: Path) -> None:
+    """Load the optimizer state, keeping this run's hyperparameters (equal to the
+    checkpoint's unless :func:`_check_optimizer` allowed a change)."""
+    fresh = [
+        {k: v for k, v in g.items() if k not in _NOT_HYPERPARAMETERS} for g in opt.param_groups
+    ]
+    try:
+        opt.load_state_dict(dict(state))
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} does not match the optimizer: {err}"
+        ) from err
+    for group, new in zip(opt.param_groups, fresh, strict=True):
+        group.update(new)
 
 
 def _train(
@@ -778,6 +1094,9 @@ def _train(
         task_names=names,
     )
 
+    if ctx.is_main and checkpoint_dir is not None:  # what a killed writer left behind
+        ckpt.clean_stale(checkpoint_dir)
+
     # ---- state: fresh or from a checkpoint
     rule_state = rule.init(M)
     est_state = estimator.init(M)
@@ -790,35 +1109,29 @@ def _train(
         source = checkpoint_dir if o.resume is True else Path(o.resume)
         assert source is not None
         loaded = ckpt.load_checkpoint(source)
-        _check_resume(loaded.meta, config, loaded.path)
-        ckpt.load_model_weights(raw_model, loaded)
-        try:
-            opt.load_state_dict(loaded.optimizer_state)
-        except (ValueError, KeyError, RuntimeError) as err:
-            raise ckpt.CheckpointError(
-                f"checkpoint {loaded.path} does not match the optimizer: {err}"
-            ) from err
-        meta, tensors = loaded.meta, loaded.tensors
-        step, skipped, position = (
-            int(meta["step"]),
-            int(meta["skipped_steps"]),
-            int(meta["position"]),
-        )
-        rule_state = _state_from_parts(rule_state, meta["rule_state"], tensors, device)
-        est_state = _state_from_parts(est_state, meta["estimator_state"], tensors, device)
-        running = _state_from_parts(running, meta["running"], tensors, device)
+        _check_resume(loaded.meta, config, loaded.path, o.allow_changes)
+        # every field is checked before the model or the optimizer is touched
+        meta, tensors, where = loaded.meta, loaded.tensors, loaded.path
+        step = ckpt.meta_int(meta, "step", where)
+        skipped = ckpt.meta_int(meta, "skipped_steps", where, maximum=step)
+        position = ckpt.meta_int(meta, "position", where, step * K, step * K + K - 1)
+        last_log_step = ckpt.meta_int(meta, "last_log_step", where, maximum=step)
+        rule_state = _state_from_parts("rule_state", rule_state, meta, tensors, device, where)
+        est_state = _state_from_parts("estimator_state", est_state, meta, tensors, device, where)
+        running = _state_from_parts("running", running, meta, tensors, device, where)
         for key in history:
+            if f"history.{key}" not in tensors:
+                raise ckpt.CheckpointError(f"checkpoint {where} has no tensor 'history.{key}'")
             history[key] = list(tensors[f"history.{key}"].numpy())
+        rng = _rng_from(meta, tensors, ctx.rank, where)
+        _check_optimizer(opt, loaded.optimizer_state, where, o.allow_changes)
+        ckpt.load_model_weights(raw_model, loaded)
+        _load_optimizer(opt, loaded.optimizer_state, where)
     if seed is not None:  # also on resume: data replays start from the same RNG state
         torch.manual_seed(seed + ctx.rank)
     stream = BatchStream(batches, position)
     if loaded is not None:  # after the replay, which may have drawn random numbers
-        rng = dict(loaded.meta["rng"][ctx.rank])
-        rng["torch"] = loaded.tensors[f"rng.{ctx.rank}.torch"]
-        if f"rng.{ctx.rank}.cuda" in loaded.tensors:
-            rng["cuda"] = loaded.tensors[f"rng.{ctx.rank}.cuda"]
         _set_rng_state(rng, device)
-        last_log_step = int(loaded.meta["last_log_step"])
 
     train_model: nn.Module = raw_model
     if o.compile:
@@ -849,12 +1162,14 @@ def _train(
         bar = tqdm(total=steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True)
     last_checkpoint = loaded.path if loaded is not None else None
 
-    def check_faults(fault: Sequence[float], means: Sequence[float] | None = None) -> None:
+    def check_faults(
+        fault: Sequence[float], means: Sequence[float] | None = None, origin: str = ""
+    ) -> None:
         first_step, code, task = (int(v) for v in fault)
         if first_step < 0 or code == 0:
             return
-        message = _fault_message(code, first_step, task, names, means)
-        if code == _FAULT_NONFINITE:
+        message = _fault_message(code, first_step, task, names, means, origin)
+        if code in (_FAULT_NONFINITE, _FAULT_GRADIENT):
             raise FloatingPointError(message)
         raise ValueError(message)
 
@@ -862,6 +1177,12 @@ def _train(
         """Collective: every rank's RNG state goes to rank 0, which writes the checkpoint."""
         nonlocal last_checkpoint
         check_faults(running.fault.tolist())
+        damaged = _nonfinite_parameters(raw_model)
+        if damaged:
+            raise FloatingPointError(
+                f"refusing to write the checkpoint of step {at_step}: non-finite values in "
+                f"{', '.join(damaged[:5])}{' ...' if len(damaged) > 5 else ''}"
+            )
         rngs = ctx.gather_to_main(_rng_state(device))
         path = None
         if ctx.is_main and checkpoint_dir is not None:
@@ -906,6 +1227,7 @@ def _train(
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=autocast_dtype)
 
+    diagnose = immediate and on_nonfinite == "raise"
     stops = _StopRequest() if checkpoint_dir is not None else None
     start_time = time.perf_counter()
     interval_start, interval_tokens = start_time, 0
@@ -923,6 +1245,7 @@ def _train(
             for group, base in zip(opt.param_groups, base_lrs, strict=True):
                 group["lr"] = base * factor
             skip_step = agreed_stop = False
+            step_batches: list[Any] = []  # kept to name the task of a gradient fault
             step_sums: torch.Tensor | None = None
             step_counts: torch.Tensor | None = None
             for micro in range(K):
@@ -933,6 +1256,8 @@ def _train(
                 if skip_step:
                     continue  # still draw the step's batches: the data position stays aligned
                 batch = move_to_device(batch, device)
+                if diagnose:
+                    step_batches.append(batch)
                 if isinstance(batch, Mapping) and isinstance(batch.get("input_ids"), torch.Tensor):
                     interval_tokens += batch["input_ids"].numel() * ctx.world_size
                 deferred_sync = ctx.distributed and micro < K - 1
@@ -992,14 +1317,27 @@ def _train(
                 opt.zero_grad(set_to_none=True)
                 break
             step += 1
+            halt: torch.Tensor | None = None
+            if not skip_step:  # the gradient check: the norm clipping computes anyway
+                norm = _gradient_norm(params, grad_clip)
+                if immediate:  # read back now (free on CPU): stop or skip before the update
+                    if not math.isfinite(float(norm)):
+                        opt.zero_grad(set_to_none=True)
+                        if on_nonfinite == "raise":
+                            origin = _gradient_origin(
+                                raw_model, step_batches, task_loss, M, autocast
+                            )
+                            check_faults([step, _FAULT_GRADIENT, -1], origin=origin)
+                        skip_step = True
+                else:  # remember it on the device; from the first fault on, updates are skipped
+                    recorded = _record_gradient_fault(running.fault, norm, step)
+                    running = running._replace(fault=recorded)
+                    halt = recorded[0] >= 0
             if skip_step:
                 skipped += 1
             else:
-                grad_norm = running.grad_norm
-                if grad_clip is not None:
-                    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
-                    grad_norm = norm.to(grad_norm.dtype)
-                opt.step()
+                grad_norm = norm.to(running.grad_norm.device, running.grad_norm.dtype)
+                _optimizer_step(opt, halt)
                 opt.zero_grad(set_to_none=True)
                 est_state, rule_state = est_next, rule_next
                 w_step = w if K == 1 else present_weights(w_raw, step_counts)

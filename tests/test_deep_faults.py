@@ -147,6 +147,11 @@ def test_empty_batches_and_missing_losses_are_clear_errors() -> None:
         _run(task_loss=lambda m, b: (m(b["x"]).squeeze(1), torch.full_like(b["t"], -100)))
     with pytest.raises(ValueError, match="batches yielded no batch at all"):
         _run(batches=[])
+    # before: a warning and a run of 0 steps (#14.7)
+    with pytest.raises(ValueError, match=r"batches yielded no batch at all \(an empty or already"):
+        _run(batches=iter([]))
+    with pytest.raises(ValueError, match="batches yielded no batch at all"):
+        _run(batches=(b for b in _batches() if False))
     with pytest.raises(TypeError, match="task_loss returned no loss tensor at step 1"):
         _run(task_loss=lambda m, b: (None, b["t"]))
     with pytest.raises(TypeError, match=r"must return \(per_item_losses, task_ids\)"):
@@ -235,3 +240,164 @@ def test_rule_and_num_tasks_mismatch() -> None:
     rule = deep.excess_loss(mc.weights.softmax(1.0), [1.0, 2.0])  # built for 2 tasks
     with pytest.raises(ValueError, match="reference_losses has 2 entries but num_tasks = 3"):
         _run(rule=rule)
+
+
+# ----------------------------------------------------------------- non-finite gradients (#14.1)
+
+
+def _poisoned_batches(poison_at: int, n: int = 4) -> list[dict[str, Any]]:
+    """Batch ``poison_at`` (1-based) gives task 1 a NaN gradient with a finite loss."""
+    return [dict(b, poison=torch.tensor(i + 1 == poison_at)) for i, b in enumerate(_batches(n))]
+
+
+def _sqrt_at_zero_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Finite losses; on a poisoned batch task 1's loss is ``sqrt(u^2)`` at ``u = 0`` (its
+    value is finite, its derivative ``inf * 0 = NaN``). Data-determined, so a re-run agrees."""
+    out = model(batch["x"]).squeeze(1)
+    values = out**2
+    if bool(batch["poison"]):
+        hit = batch["t"] == 1  # indexing, not torch.where (whose backward spreads the NaN)
+        zero = out[hit] - out[hit].detach()
+        values = values.clone()
+        values[hit] = torch.sqrt(zero**2) + values[hit].detach()
+    return values, batch["t"]
+
+
+def _params_of(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("grad_clip", [1.0, None])
+def test_nan_gradient_with_finite_loss_names_step_and_task(
+    tmp_path: Path, grad_clip: float | None
+) -> None:
+    """Before: the update wrote NaN weights, a NaN checkpoint, and the error blamed step 4."""
+    clean = _run(steps=2, batches=_poisoned_batches(0)[:2], schedule="constant")
+    model = _model()
+    with pytest.raises(
+        FloatingPointError,
+        match=r"non-finite gradient at step 3 while every task's loss is finite .*; the first NaN "
+        r"of the backward comes from PowBackward0, whose forward is at .*test_deep_faults.py:\d+ "
+        r"\(in _sqrt_at_zero_loss\)",
+    ):
+        deep.pretrain(
+            model,
+            _poisoned_batches(3),
+            num_tasks=M,
+            task_loss=_sqrt_at_zero_loss,
+            rule=mc.weights.softmax(0.5),
+            steps=4,
+            progress=False,
+            schedule="constant",
+            grad_clip=grad_clip,
+            task_names=["nouns", "verbs", "other"],
+            checkpoint_dir=tmp_path,
+            checkpoint_every=1,
+            keep_checkpoints=None,
+        )
+    names = [p.name for p in deep.checkpoint.list_checkpoints(tmp_path)]
+    assert names == ["step_00000001", "step_00000002"]
+    if grad_clip is not None:  # the model holds the weights from before step 3
+        for a, b in zip(clean.model.parameters(), model.parameters(), strict=True):
+            assert torch.equal(a, b)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_skip_drops_a_step_with_a_nan_gradient() -> None:
+    """Before: ``skip`` applied the NaN update (the NaN only showed in the next step's loss)."""
+    data = _poisoned_batches(0, 3)
+    clean = _run(steps=3, batches=data, schedule="constant", task_loss=_sqrt_at_zero_loss)
+    poisoned = dict(data[0], poison=torch.tensor(True))
+    skipped = _run(
+        steps=4,
+        batches=[data[0], poisoned, data[1], data[2]],
+        task_loss=_sqrt_at_zero_loss,
+        on_nonfinite="skip",
+        schedule="constant",
+    )
+    assert skipped.skipped_steps == 1
+    for a, b in zip(clean.model.parameters(), skipped.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_nan_gradient_found_late_names_its_step_and_writes_no_checkpoint(
+    tmp_path: Path, fused: bool
+) -> None:
+    """Deferred checks (the accelerator default) record the first faulty step on the device;
+    an optimizer that accepts ``found_inf`` (fused AdamW) skips every update from it on."""
+    model = _model()
+    with pytest.raises(FloatingPointError, match=r"non-finite gradient at step 2 .*check_every=1"):
+        deep.pretrain(
+            model,
+            _poisoned_batches(2),
+            num_tasks=M,
+            task_loss=_sqrt_at_zero_loss,
+            rule=mc.weights.softmax(0.5),
+            steps=4,
+            progress=False,
+            schedule="constant",
+            optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=fused),
+            check_every=3,
+            log_every=3,
+            checkpoint_dir=tmp_path,
+            checkpoint_every=2,
+        )
+    assert deep.checkpoint.list_checkpoints(tmp_path) == []
+    if fused:
+        one_step = _run(
+            steps=1,
+            batches=_poisoned_batches(0, 1),
+            optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True),
+        )
+        for a, b in zip(one_step.model.parameters(), model.parameters(), strict=True):
+            assert torch.equal(a, b)  # the weights after step 1: steps 2 and 3 were not applied
+
+
+class _Scaled(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = _model()
+        self.register_buffer("scale", torch.ones(()))  # a statistic, as BatchNorm keeps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+def test_no_checkpoint_is_written_with_non_finite_weights(tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def spoiling_loss(
+        model: torch.nn.Module, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        calls["n"] += 1
+        values, ids = _loss(model, batch)
+        if calls["n"] == 2:  # after the forward: the losses stay finite, the buffer does not
+            model.scale.fill_(float("nan"))  # type: ignore[operator]
+        return values, ids
+
+    with pytest.raises(
+        FloatingPointError,
+        match=r"refusing to write the checkpoint of step 2: non-finite values in scale",
+    ):
+        deep.pretrain(
+            _Scaled(),
+            _batches(),
+            num_tasks=M,
+            task_loss=spoiling_loss,
+            rule=mc.weights.softmax(0.5),
+            steps=4,
+            progress=False,
+            checkpoint_dir=tmp_path,
+            checkpoint_every=1,
+            keep_checkpoints=None,
+        )
+    assert [p.name for p in deep.checkpoint.list_checkpoints(tmp_path)] == ["step_00000001"]
+
+
+def test_integer_losses_are_a_clear_error() -> None:
+    """Before: 'do not require grad', which sends the user to look for a detach."""
+    with pytest.raises(TypeError, match=r"losses of dtype torch\.int64 at step 1; losses must be"):
+        _run(task_loss=lambda m, b: ((m(b["x"]).squeeze(1) * 10).long(), b["t"]))

@@ -189,12 +189,42 @@ def _write(glue_dir, folder, name, text):
             GLUE_FILES["STS-B"][0] + "1\tg\tf\ty\to\ts\ts\tA.\tB.\tfive\n",
             r"train\.tsv:3: label 'five' is not a number",
         ),
+        (  # before: accepted (#14.7)
+            "STS-B",
+            GLUE_FILES["STS-B"][0] + "1\tg\tf\ty\to\ts\ts\tA.\tB.\t5.5\n",
+            r"train\.tsv:3: label '5\.5' is outside \[0, 5\], the range of STS-B scores",
+        ),
+        (
+            "STS-B",
+            GLUE_FILES["STS-B"][0] + "1\tg\tf\ty\to\ts\ts\tA.\tB.\t-0.1\n",
+            r"train\.tsv:3: label '-0\.1' is outside \[0, 5\]",
+        ),
     ],
 )
 def test_malformed_rows_name_file_and_line(glue_dir, folder, text, match):
     _write(glue_dir, folder, "train.tsv", text)
     with pytest.raises(ValueError, match=match):
         read_glue_task(glue_dir, folder)
+
+
+def test_non_utf8_bytes_name_file_line_and_column(glue_dir):
+    """Before: a bare UnicodeDecodeError naming neither file nor line (#14.8)."""
+    path = glue_dir / "SST-2" / "train.tsv"
+    path.write_bytes(b"sentence\tlabel\ngood\t1\n" + b"caf\xe9 au lait\t1\n")
+    with pytest.raises(ValueError, match=r"train\.tsv:3: not UTF-8 \(byte 0xe9 at column 4\)"):
+        read_glue_task(glue_dir, "SST-2")
+
+
+def test_a_utf8_byte_order_mark_is_stripped(glue_dir):
+    """Before: the BOM stuck to the first header name ('\\ufeffsentence' not found), or, in
+    CoLA's headerless files, to the first field (#14.8)."""
+    (glue_dir / "SST-2" / "train.tsv").write_bytes(
+        b"\xef\xbb\xbf" + "sentence\tlabel\r\ncr\u00e8me\t1\r\n".encode()
+    )
+    assert read_glue_task(glue_dir, "SST-2").train == (TextExample("cr\u00e8me", None, 1.0),)
+    cola = glue_dir / "CoLA" / "train.tsv"
+    cola.write_bytes(b"\xef\xbb\xbf" + GLUE_FILES["CoLA"][0].encode())
+    assert read_glue_task(glue_dir, "CoLA").train[0].text_a.startswith("Our friends")
 
 
 def test_missing_folder_file_and_unknown_task(glue_dir, tmp_path):

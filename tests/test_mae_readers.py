@@ -116,3 +116,37 @@ def test_rgbd_errors(tmp_path):
         read_rgbd_folder(tmp_path / "nope")
     with pytest.raises(ValueError, match="depth_scale"):
         read_rgbd_folder(tmp_path, depth_scale=0)
+
+
+def _palette_png(path, ids):
+    """A palette ('P') PNG whose indices are ``ids``; index k is coloured (37 k, 200 - k, 9)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(ids.astype(np.uint8), mode="P")
+    img.putpalette([c for k in range(256) for c in (37 * k % 256, (200 - k) % 256, 9)])
+    img.save(path)
+
+
+def test_palette_label_pngs_are_read_as_indices(tmp_path):
+    """Before: converted to RGB and channel 0 taken, so ids 0..3 became 0, 37, 74, 111."""
+    _rgbd(tmp_path, n=2, size=8)
+    ids = np.zeros((8, 8), np.uint8)
+    ids[:, 2:4], ids[:, 4:6], ids[:, 6:] = 1, 2, 3
+    for stem in ("0000", "0001"):
+        _palette_png(tmp_path / "label" / f"{stem}.png", ids)
+    assert Image.open(tmp_path / "label" / "0000.png").mode == "P"
+    s = read_rgbd_folder(tmp_path, size=8, void_label=None)
+    np.testing.assert_array_equal(s.semantic[0], ids)
+    assert s.num_classes == 4
+
+
+def test_multi_channel_label_pngs_are_refused(tmp_path):
+    """Before: an RGB label map silently took its red channel."""
+    _rgbd(tmp_path, n=2, size=8)
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 1] = 2  # the ids live in green: channel 0 would read all zeros
+    _png(tmp_path / "label" / "0001.png", rgb)
+    with pytest.raises(ValueError, match=r"0001\.png: a label map needs one channel .* got 3"):
+        read_rgbd_folder(tmp_path, size=8)
+    np.save(tmp_path / "label" / "0001.npy", np.ones((8, 8, 1), np.int64))  # (H, W, 1) is fine
+    (tmp_path / "label" / "0001.png").unlink()
+    assert read_rgbd_folder(tmp_path, size=8).semantic.shape == (2, 8, 8)

@@ -7,7 +7,8 @@ layout of torchvision's ``ImageFolder``; gives RGB images and class labels.
 
     root/rgb/0001.png      RGB image (any Pillow format, or .npy float in [0, 1] / uint8)
     root/depth/0001.png    depth: 16-bit PNG in millimetres (depth_scale=1000), or .npy metres
-    root/label/0001.png    semantic ids (8/16-bit PNG or integer .npy); void_label -> -1
+    root/label/0001.png    semantic ids, one channel: 8/16-bit greyscale PNG, palette PNG
+                           (the palette indices are the ids), or integer .npy; void_label -> -1
     root/classes.txt       optional: semantic class names, one a line (else "class_0", ...)
     root/scenes.csv        optional: ``stem,scene_class`` lines; else the scene class is the
                            most frequent non-void semantic id among object_classes
@@ -41,16 +42,19 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _load_array(path: Path) -> np.ndarray:
-    """The file's pixels as a numpy array (``H, W`` or ``H, W, C``), dtype as stored."""
+def _load_array(path: Path, palette_indices: bool = False) -> np.ndarray:
+    """The file's pixels as a numpy array (``H, W`` or ``H, W, C``), dtype as stored. A
+    palette image gives its colours, or with ``palette_indices`` its indices (label maps)."""
     if path.suffix.lower() == ".npy":
         arr = np.load(path, allow_pickle=False)
     else:
         from PIL import Image
 
         with Image.open(path) as img:
-            if img.mode == "P":
+            if img.mode in ("P", "PA") and not palette_indices:
                 img = img.convert("RGB")
+            elif img.mode == "PA":
+                img = img.getchannel(0)  # the indices; transparency is not a class
             arr = np.asarray(img)
     if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # channels-first .npy
@@ -179,9 +183,14 @@ def read_rgbd_folder(
             depth = raw_depth.astype(np.float32)
         if not np.all(np.isfinite(depth)) or depth.min() < 0:
             raise ValueError(f"{depth_files[stem]}: depth must be finite and >= 0")
-        label = _load_array(label_files[stem])
-        if label.ndim == 3:
+        label = _load_array(label_files[stem], palette_indices=True)
+        if label.ndim == 3 and label.shape[-1] == 1:
             label = label[..., 0]
+        if label.ndim == 3:
+            raise ValueError(
+                f"{label_files[stem]}: a label map needs one channel of class ids (a greyscale "
+                f"or palette PNG, or an (H, W) .npy), got {label.shape[-1]} channels"
+            )
         if not np.issubdtype(label.dtype, np.integer):
             raise ValueError(f"{label_files[stem]}: labels must be integers, got {label.dtype}")
         if not rgb.shape[:2] == depth.shape == label.shape:
@@ -202,7 +211,11 @@ def read_rgbd_folder(
         raise ValueError(f"{root}: need at least 2 semantic classes, found {num_classes}")
     names_file = root / "classes.txt"
     if names_file.is_file():
-        names = tuple(line.strip() for line in names_file.read_text().splitlines() if line.strip())
+        names = tuple(
+            line.strip()
+            for line in names_file.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        )
         if len(names) < num_classes:
             raise ValueError(f"{names_file}: {len(names)} names for {num_classes} class ids")
         class_names = names
@@ -233,7 +246,7 @@ def _scene_labels(
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     table = root / "scenes.csv"
     if table.is_file():
-        with table.open(newline="") as fh:
+        with table.open(newline="", encoding="utf-8") as fh:
             rows = {r[0].strip(): r[1].strip() for r in csv.reader(fh) if len(r) >= 2}
         absent = [s for s in stems if s not in rows]
         if absent:
