@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from deep.planted.language import (
+    BODY_START,
     NO_CATEGORY,
     Category,
     LanguageSpec,
@@ -36,8 +37,8 @@ def sample(grammar):
 def test_category_frequencies_match_the_spec(grammar, sample):
     p = grammar.spec.proportions
     freq = category_frequencies(sample, grammar.num_categories)
-    clauses = N * grammar.spec.clauses  # categories are drawn per clause
-    se = np.sqrt(p * (1 - p) / clauses)
+    tokens = N * grammar.spec.length
+    se = np.sqrt(p * (1 - p) / tokens)
     assert np.all(np.abs(freq - p) < 5 * se), (freq, p)
 
 
@@ -54,58 +55,47 @@ def _conditional_entropy(tokens: np.ndarray, context: np.ndarray) -> float:
 
 def test_per_category_entropy_matches_the_floor(grammar, sample):
     """The empirical entropy of each category's tokens given its true context equals the
-    analytic floor (plug-in bias is O(support / n), well inside the tolerance here)."""
-    spec, A = grammar.spec, grammar.spec.anchors_per_category
-    anchors = sample.tokens[:, 1:-1].reshape(N, spec.clauses, -1)[:, :, 0] - grammar.anchor_offset
-    body = sample.tokens[:, 1:-1].reshape(N, spec.clauses, -1)[:, :, 1:]
-    cats = np.broadcast_to(sample.clause_categories[:, :, None], body.shape)
+    analytic floor (plug-in bias is O(support / n), inside the tolerance here)."""
     floors = grammar.floors
-    for c, cat in enumerate(spec.categories):
-        here = cats == c
-        tokens = body[here]
-        if cat.kind == "topic":
-            context = np.broadcast_to((anchors % A)[:, :, None], body.shape)[here]
-        elif cat.kind == "agreement":
-            ctx = sample.subject_features[:, cat.feature][:, None, None]
-            context = np.broadcast_to(ctx, body.shape)[here]
-        else:
-            context = np.zeros(tokens.size, dtype=np.int64)
+    for c, cat in enumerate(grammar.spec.categories):
+        here = sample.categories == c
+        tokens = sample.tokens[here]
+        context = np.broadcast_to(grammar.context_of(sample, c)[:, None], here.shape)[here]
         h = _conditional_entropy(tokens, context)
-        # plug-in bias ~ (support - 1) / (2 n) per context; tolerance covers it
         assert abs(h - floors[c]) < 0.03 * floors[c] + 0.02, (cat.name, h, floors[c])
         if cat.kind == "uniform":
             assert floors[c] == pytest.approx(np.log(cat.num_tokens))
         if cat.kind == "unigram":
             assert floors[c] == pytest.approx(zipf_entropy(cat.num_tokens, cat.zipf))
+        if cat.kind in ("topic", "agreement"):  # the context matters: marginal entropy is higher
+            assert _conditional_entropy(tokens, np.zeros_like(tokens)) > floors[c] + 0.5
 
 
 def test_agreement_tokens_identify_the_subject_class(grammar, sample):
-    """Long-range: an agreement token's block is the subject anchor's class, whatever the
-    nearest anchor; the marginal entropy is log(classes) higher than the floor."""
+    """Long range: an agreement token lies in the block of the subject's class."""
     spec = grammar.spec
     for c, cat in enumerate(spec.categories):
         if cat.kind != "agreement":
             continue
         g = spec.feature_classes[cat.feature]
-        rows = np.nonzero(np.any(sample.categories == c, axis=1))[0][:500]
-        block = cat.num_tokens // g
+        rows, cols = np.nonzero(sample.categories == c)
+        klass = sample.subject_features[rows, cat.feature]
         e = grammar.emission[c]
-        for i in rows:
-            toks = sample.tokens[i][sample.categories[i] == c] - grammar.token_offsets[c]
-            klass = sample.subject_features[i, cat.feature]
-            assert np.all(e[klass, toks] > 0)
-        assert np.count_nonzero(e, axis=1).tolist() == [block] * g
+        assert np.all(e[klass, sample.tokens[rows, cols] - grammar.token_offsets[c]] > 0)
+        assert np.count_nonzero(e, axis=1).tolist() == [cat.num_tokens // g] * g
 
 
 def test_layout_and_structure(grammar, sample):
     spec = grammar.spec
     assert sample.tokens.shape == (N, spec.sequence_length)
-    assert np.all(sample.categories[:, 0] == NO_CATEGORY)
-    anchors = sample.categories[:, 1 :: spec.clause_length + 1]
-    assert np.all(anchors == NO_CATEGORY)
+    assert np.all(sample.categories[:, :BODY_START] == NO_CATEGORY)
+    assert np.all(sample.categories[:, -1] == NO_CATEGORY)
+    assert np.all(sample.categories[:, BODY_START:-1] >= 0)
     owner = grammar.token_category()
     assert np.array_equal(owner[sample.tokens], sample.categories)
     assert grammar.vocab_size <= 2000
+    counts = np.bincount(grammar.subject_features[:, 0], minlength=spec.feature_classes[0])
+    assert np.all(counts == spec.num_subjects // spec.feature_classes[0])  # balanced
 
 
 def test_sampling_is_seeded(grammar):
@@ -123,15 +113,15 @@ def test_mixture_corpora_follow_their_proportions(grammar):
     for lam in [vertex(K, 6), *dirichlet_mixtures(K, 2, alpha=1.0, seed=0)]:
         s = sample_sequences(grammar, 3000, seed=5, proportions=lam)
         freq = category_frequencies(s, K)
-        se = np.sqrt(lam * (1 - lam) / (3000 * grammar.spec.clauses))
+        se = np.sqrt(lam * (1 - lam) / (3000 * grammar.spec.length))
         assert np.all(np.abs(freq - lam) <= 5 * se + 1e-12), (freq, lam)
 
 
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        ({"clauses": 0}, "clauses"),
-        ({"feature_classes": (5,)}, "divide anchors_per_category"),
+        ({"length": 0}, "length"),
+        ({"feature_classes": (5,)}, "divide num_subjects"),
         ({"categories": ()}, "at least one"),
     ],
 )

@@ -1,45 +1,40 @@
 """A planted-task language: token sequences whose every token carries a known category.
 
-The grammar (a tiny PCFG with hidden features; numpy only)::
+The grammar (a tiny generative model with hidden features; numpy only)::
 
-    S      -> [CLS] Clause^C [SEP]
-    Clause -> Anchor_c  Token_c^r            c ~ Categorical(proportions)
+    S -> [CLS] subject topic w_1 ... w_T [SEP],      category(w_t) ~ Categorical(proportions)
 
-Each clause picks a category ``c`` from ``proportions`` (by default the spec's
-``frequency`` values), then one of ``c``'s anchors uniformly, then ``r = clause_length``
-tokens of category ``c``. Anchors are never masked and belong to no task (their category
-is ``NO_CATEGORY``); every token after an anchor belongs to task ``c``. The first anchor
-of a sequence is its *subject*; each anchor carries ``len(feature_classes)`` hidden
-agreement features (balanced over the anchors of a category).
-
-A token of category ``c`` is drawn from a distribution that depends on at most one
-context variable, always an anchor (so the Bayes-optimal masked-token loss, the entropy
-floor, is known exactly; see below):
+Position 1 holds a *subject* token (one of ``num_subjects``), which carries
+``len(feature_classes)`` hidden agreement features (balanced over the subjects); position
+2 a *topic* token (one of ``num_topics``). Neither is ever masked and neither belongs to a
+task (category ``NO_CATEGORY``). Each of the ``T = length`` body tokens independently
+picks a category ``c`` from ``proportions`` (by default the spec's ``frequency`` values)
+and is drawn from ``c``'s emission table, which depends on at most one context variable:
 
 ==============  ==============================================  ==========================
 kind            context                                          what a model must learn
 ==============  ==============================================  ==========================
 ``unigram``     none: Zipf over the category's tokens            the category's unigram
-``topic``       the clause's anchor: Zipf over ``support``       anchor -> token table
-                tokens chosen for that anchor                    (local, many contexts)
-``agreement``   feature ``feature`` of the *subject* anchor     attend to the first anchor,
-                (class g): Zipf over the g-th block of tokens     long range; rare by design
+``topic``       the topic token: Zipf over ``support`` tokens    topic -> token table
+                chosen for that topic                            (frequent)
+``agreement``   feature ``feature`` of the subject (class g):   subject -> class -> block,
+                Zipf over the g-th block of tokens               long range; rare by design
 ``uniform``     none: uniform over all the category's tokens     nothing beyond the category
                                                                  (high, irreducible floor)
 ==============  ==============================================  ==========================
 
-Entropy floor. Every row of every emission table is a Zipf distribution of the same size
-and exponent (per category), so the conditional entropy ``H(token | context)`` is the same
-for every context: ``floor_c = H(Zipf(support_c, zipf_c))``. The context (an anchor) is
-never masked and the category of a masked position is known from its clause anchor, so
-with masking that only uses ``[MASK]`` (no random or kept tokens) the expected masked-token
-cross-entropy of category ``c`` is ``>= floor_c`` for every model, with equality for the
-true conditional. ``excess_c = L_c - floor_c`` is then the learnable part of the loss.
+Entropy floor. Every row of an emission table is a Zipf distribution of the same size and
+exponent, so ``H(token | context)`` is the same in every context: ``floor_c =
+H(Zipf(support_c, zipf_c))``. The context tokens are never masked, body tokens are
+conditionally independent given them, and :mod:`deep.planted.model` types every mask with
+its category, so the expected masked-token cross-entropy of category ``c`` is ``>=
+floor_c`` for every model, with equality for the true conditional: ``excess_c = L_c -
+floor_c`` is the learnable part of the loss.
 
-Mixtures. The token proportions of a corpus equal ``proportions`` in expectation (all
-clauses have ``clause_length`` tokens), so MLM on a corpus sampled with ``proportions =
-lambda`` has population loss ``sum_i lambda_i L_i`` where ``L_i`` is the per-category loss:
-the downstream loss is a convex combination of the upstream ones by construction.
+Mixtures. Token categories are i.i.d. from ``proportions``, so MLM on a corpus sampled with
+``proportions = lambda`` has population loss ``sum_i lambda_i L_i``, ``L_i`` the
+per-category loss: the downstream loss is a convex combination of the upstream ones by
+construction.
 
 Public API (stable)::
 
@@ -49,9 +44,9 @@ Public API (stable)::
     sample = sample_sequences(grammar, 1000, seed=3)                 # Sample (frozen)
     mix = sample_sequences(grammar, 1000, seed=4, proportions=lam)  # a mixture corpus
     sample.tokens (N, L) int64, sample.categories (N, L) int64 (-1: no task),
-    sample.subject_features (N, F) int64
-    category_frequencies(sample)                # (K,) empirical token shares
-    dirichlet_mixtures(K, count, alpha, seed), vertex(K, i)           # proportions
+    sample.subjects (N,), sample.topics (N,), sample.subject_features (N, F) int64
+    category_frequencies(sample, K)             # (K,) empirical token shares
+    dirichlet_mixtures(K, count, alpha=1.0, seed=0), vertex(K, i)    # proportions
 
 Per-category masked-token losses of a model (the upstream task losses) are in
 :mod:`deep.planted.model` (:func:`deep.planted.model.category_losses`).
@@ -67,6 +62,7 @@ from functools import lru_cache
 import numpy as np
 
 __all__ = [
+    "BODY_START",
     "CLS_ID",
     "KINDS",
     "MASK_ID",
@@ -100,8 +96,8 @@ class Category:
     """One token category (an upstream task).
 
     ``kind`` in :data:`KINDS`; ``num_tokens`` tokens of its own; ``frequency`` > 0 its share
-    of clauses (normalised over categories). ``zipf`` >= 0 is the exponent of the emission
-    rows (0: uniform rows). ``support``: tokens per anchor (``topic``). ``feature``: which
+    of body tokens (normalised over categories). ``zipf`` >= 0 is the exponent of the
+    emission rows (0: uniform rows). ``support``: tokens per topic (``topic``). ``feature``: which
     subject feature the tokens agree with (``agreement``; the category's tokens are split
     into that feature's ``classes`` equal blocks).
     """
@@ -117,38 +113,40 @@ class Category:
 
 @dataclass(frozen=True)
 class LanguageSpec:
-    """The planted language: categories, clause shape and the seed of its hidden tables."""
+    """The planted language: categories, sequence shape and the seed of its hidden tables."""
 
     categories: tuple[Category, ...]
-    anchors_per_category: int = 16
-    clause_length: int = 4
-    clauses: int = 6
+    num_subjects: int = 64
+    num_topics: int = 16
+    length: int = 24
     feature_classes: tuple[int, ...] = (8, 4)
     seed: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "categories", tuple(self.categories))
+        object.__setattr__(self, "feature_classes", tuple(self.feature_classes))
         if not self.categories:
             raise ValueError("categories must hold at least one Category")
         names = [c.name for c in self.categories]
         if len(set(names)) != len(names):
             raise ValueError(f"category names must be distinct, got {names}")
-        _check_int("anchors_per_category", self.anchors_per_category, 1)
-        _check_int("clause_length", self.clause_length, 1)
-        _check_int("clauses", self.clauses, 1)
+        _check_int("num_subjects", self.num_subjects, 1)
+        _check_int("num_topics", self.num_topics, 1)
+        _check_int("length", self.length, 1)
         for f, g in enumerate(self.feature_classes):
             _check_int(f"feature_classes[{f}]", g, 2)
-            if self.anchors_per_category % g:
+            if self.num_subjects % g:
                 raise ValueError(
-                    f"feature_classes[{f}] = {g} must divide anchors_per_category = "
-                    f"{self.anchors_per_category} (features are balanced over anchors)"
+                    f"feature_classes[{f}] = {g} must divide num_subjects = "
+                    f"{self.num_subjects} (features are balanced over subjects)"
                 )
         for c in self.categories:
             _check_category(c, self)
 
     @property
     def sequence_length(self) -> int:
-        """``[CLS]`` + clauses * (anchor + clause_length) + ``[SEP]``."""
-        return 2 + self.clauses * (1 + self.clause_length)
+        """``[CLS] subject topic`` + ``length`` body tokens + ``[SEP]``."""
+        return 4 + self.length
 
     @property
     def proportions(self) -> np.ndarray:
@@ -193,13 +191,13 @@ def _check_category(c: Category, spec: LanguageSpec) -> None:
 
 
 def default_spec(seed: int = 0) -> LanguageSpec:
-    """K = 8 categories of designed difficulty; vocabulary 1,111 ids.
+    """K = 8 categories of designed difficulty; vocabulary 1,103 ids.
 
-    Frequent easy unigram categories (``det``, ``prep``, ``adj``), two anchor-dependent
-    ``topic`` categories (``noun``, ``verb``), a high-entropy ``name`` category (floor
-    log 400 = 5.99 nats: hard *and impossible*), and two rare long-range ``agreement``
-    categories (``number``, ``gender``) whose tokens agree with the first anchor of the
-    sequence (hard but learnable: low floor, high initial excess).
+    Frequent easy unigram categories (``det``, ``prep``, ``adj``), two topic-dependent
+    categories (``noun``, ``verb``), a high-entropy ``name`` category (floor log 400 = 5.99
+    nats: high *and irreducible*), and two rare long-range ``agreement`` categories
+    (``number``, ``gender``, 5% of tokens each) whose tokens agree with the subject at
+    position 1 (hard but learnable: low floor, high initial excess).
     """
     cats = (
         Category("det", "unigram", 8, 0.22, zipf=1.0),
@@ -230,18 +228,21 @@ def zipf_entropy(size: int, exponent: float) -> float:
 class Grammar:
     """The hidden tables of a :class:`LanguageSpec` (built by :func:`build_grammar`).
 
-    Vocabulary layout: the 5 special ids, then the anchors (category-major,
-    ``anchors_per_category`` each), then each category's tokens in a block.
+    Vocabulary layout: the 5 special ids, one typed mask ``[MASK_c]`` per category
+    (``mask_offset + c``), the subjects (``subject_offset + s``), the topics
+    (``topic_offset + t``), then each category's tokens in a block (``token_offsets[c]``).
     ``emission[c]`` is ``(contexts, num_tokens_c)``: row ``k`` is the token distribution in
-    context ``k`` (``unigram``/``uniform``: one row; ``topic``: the clause anchor's index
-    within the category; ``agreement``: the subject's class of the category's feature).
-    ``anchor_features`` is ``(K * A, F)``.
+    context ``k`` (``unigram``/``uniform``: one row; ``topic``: the topic; ``agreement``:
+    the subject's class of the category's feature). ``subject_features`` is
+    ``(num_subjects, F)``.
     """
 
     spec: LanguageSpec
     token_offsets: np.ndarray  # (K,) first vocabulary id of each category's block
-    anchor_offset: int
-    anchor_features: np.ndarray
+    mask_offset: int
+    subject_offset: int
+    topic_offset: int
+    subject_features: np.ndarray
     emission: tuple[np.ndarray, ...]
     emission_cdf: tuple[np.ndarray, ...] = field(repr=False)
 
@@ -254,10 +255,6 @@ class Grammar:
         return tuple(c.name for c in self.spec.categories)
 
     @property
-    def num_anchors(self) -> int:
-        return self.num_categories * self.spec.anchors_per_category
-
-    @property
     def vocab_size(self) -> int:
         return int(self.token_offsets[-1] + self.spec.categories[-1].num_tokens)
 
@@ -267,12 +264,21 @@ class Grammar:
         return np.array([_row_entropy(e).mean() for e in self.emission])
 
     def token_category(self) -> np.ndarray:
-        """``(vocab_size,)``: the category of every vocabulary id (-1: special or anchor)."""
+        """``(vocab_size,)``: the category of every vocabulary id (-1: special or context)."""
         out = np.full(self.vocab_size, NO_CATEGORY, dtype=np.int64)
         for c, cat in enumerate(self.spec.categories):
             start = int(self.token_offsets[c])
             out[start : start + cat.num_tokens] = c
         return out
+
+    def context_of(self, sample: Sample, category: int) -> np.ndarray:
+        """``(N,)`` the emission-table row of ``category`` in each sequence of ``sample``."""
+        cat = self.spec.categories[category]
+        if cat.kind == "topic":
+            return sample.topics
+        if cat.kind == "agreement":
+            return sample.subject_features[:, cat.feature]
+        return np.zeros(len(sample), dtype=np.int64)
 
 
 def _row_entropy(p: np.ndarray) -> np.ndarray:
@@ -287,15 +293,16 @@ def build_grammar(spec: LanguageSpec) -> Grammar:
     if not isinstance(spec, LanguageSpec):
         raise TypeError(f"spec must be a LanguageSpec, got {type(spec).__name__}")
     rng = np.random.default_rng([spec.seed, 0x91A7])
-    K, A = len(spec.categories), spec.anchors_per_category
-    anchor_offset = NUM_SPECIAL
+    K, S, T = len(spec.categories), spec.num_subjects, spec.num_topics
+    mask_offset = NUM_SPECIAL
+    subject_offset = mask_offset + K
+    topic_offset = subject_offset + S
     sizes = np.array([c.num_tokens for c in spec.categories])
-    token_offsets = anchor_offset + K * A + np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    # balanced features: within each category, class k of feature f has A / g_f anchors
-    features = np.empty((K * A, len(spec.feature_classes)), dtype=np.int64)
-    for c in range(K):
-        for f, g in enumerate(spec.feature_classes):
-            features[c * A : (c + 1) * A, f] = rng.permutation(np.arange(A) % g)
+    token_offsets = topic_offset + T + np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    # balanced features: class k of feature f is held by S / g_f subjects
+    features = np.empty((S, len(spec.feature_classes)), dtype=np.int64)
+    for f, g in enumerate(spec.feature_classes):
+        features[:, f] = rng.permutation(np.arange(S) % g)
     emission = []
     for cat in spec.categories:
         n = cat.num_tokens
@@ -305,10 +312,10 @@ def build_grammar(spec: LanguageSpec) -> Grammar:
             rows = np.zeros((1, n))
             rows[0, rng.permutation(n)] = zipf_probabilities(n, cat.zipf)
         elif cat.kind == "topic":
-            rows = np.zeros((A, n))
+            rows = np.zeros((T, n))
             z = zipf_probabilities(cat.support, cat.zipf)
-            for a in range(A):
-                rows[a, rng.choice(n, size=cat.support, replace=False)] = z
+            for t in range(T):
+                rows[t, rng.choice(n, size=cat.support, replace=False)] = z
         else:  # agreement: class k owns the k-th block of tokens (in a random order)
             g = spec.feature_classes[cat.feature]
             block = n // g
@@ -322,8 +329,10 @@ def build_grammar(spec: LanguageSpec) -> Grammar:
     return Grammar(
         spec=spec,
         token_offsets=token_offsets.astype(np.int64),
-        anchor_offset=anchor_offset,
-        anchor_features=features,
+        mask_offset=mask_offset,
+        subject_offset=subject_offset,
+        topic_offset=topic_offset,
+        subject_features=features,
         emission=tuple(emission),
         emission_cdf=cdfs,
     )
@@ -332,17 +341,20 @@ def build_grammar(spec: LanguageSpec) -> Grammar:
 @dataclass(frozen=True, eq=False)
 class Sample:
     """Sampled sequences: ``tokens`` and ``categories`` are ``(N, L)`` int64 (category
-    ``NO_CATEGORY`` = -1 for specials and anchors); ``clause_categories`` ``(N, C)``;
-    ``subject_features`` ``(N, F)``: the hidden features of each sequence's first anchor
-    (position 1)."""
+    ``NO_CATEGORY`` = -1 for specials, subject and topic); ``subjects`` and ``topics``
+    ``(N,)``; ``subject_features`` ``(N, F)``: the hidden features of each subject."""
 
     tokens: np.ndarray
     categories: np.ndarray
-    clause_categories: np.ndarray
+    subjects: np.ndarray
+    topics: np.ndarray
     subject_features: np.ndarray
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
+
+
+SUBJECT_POSITION, TOPIC_POSITION, BODY_START = 1, 2, 3
 
 
 def _check_proportions(proportions: Sequence[float] | np.ndarray, K: int) -> np.ndarray:
@@ -365,60 +377,49 @@ def sample_sequences(
 ) -> Sample:
     """``num_sequences`` sequences, a pure function of ``(grammar, seed, proportions)``.
 
-    ``proportions`` (``(K,)`` on the simplex; default the spec's frequencies) is the share
-    of clauses, hence of tokens, of each category: a downstream mixture corpus. A category
-    with proportion 0 never appears (except that the subject anchor, which only carries
-    features, is drawn from the clause's category as always).
+    ``proportions`` (``(K,)`` on the simplex; default the spec's frequencies) is the
+    probability of each category for every body token: a downstream mixture corpus.
     """
     if not isinstance(grammar, Grammar):
         raise TypeError(f"grammar must be a Grammar (build_grammar(spec)), got {type(grammar)}")
     n = _check_int("num_sequences", num_sequences, 1)
     spec = grammar.spec
-    K, A, C, r = grammar.num_categories, spec.anchors_per_category, spec.clauses, spec.clause_length
+    K, T = grammar.num_categories, spec.length
     p = spec.proportions if proportions is None else _check_proportions(proportions, K)
     rng = np.random.default_rng(seed)
-    clause_cat = rng.choice(K, size=(n, C), p=p)
-    anchor_local = rng.integers(0, A, size=(n, C))
-    anchor_global = clause_cat * A + anchor_local
-    subject = grammar.anchor_features[anchor_global[:, 0]]  # (n, F)
-    tok_cat = np.repeat(clause_cat, r, axis=1)  # (n, C*r)
-    # the context row of every token, by its category's kind
-    context = np.zeros((n, C * r), dtype=np.int64)
-    local = np.repeat(anchor_local, r, axis=1)
+    subjects = rng.integers(0, spec.num_subjects, size=n)
+    topics = rng.integers(0, spec.num_topics, size=n)
+    features = grammar.subject_features[subjects]  # (n, F)
+    tok_cat = rng.choice(K, size=(n, T), p=p)
+    u = rng.random((n, T))
+    body = np.zeros((n, T), dtype=np.int64)
     for c, cat in enumerate(spec.categories):
-        here = tok_cat == c
-        if cat.kind == "topic":
-            context[here] = local[here]
-        elif cat.kind == "agreement":
-            context[here] = np.broadcast_to(subject[:, cat.feature : cat.feature + 1], here.shape)[
-                here
-            ]
-    u = rng.random((n, C * r))
-    token_ids = np.zeros((n, C * r), dtype=np.int64)
-    for c in range(K):
         here = tok_cat == c
         if not here.any():
             continue
-        cdf = grammar.emission_cdf[c][context[here]]  # (m, n_c)
+        if cat.kind == "topic":
+            context = np.broadcast_to(topics[:, None], here.shape)[here]
+        elif cat.kind == "agreement":
+            context = np.broadcast_to(features[:, cat.feature : cat.feature + 1], here.shape)[here]
+        else:
+            context = np.zeros(int(here.sum()), dtype=np.int64)
+        cdf = grammar.emission_cdf[c][context]  # (m, n_c)
         index = (u[here][:, None] >= cdf).sum(axis=1)
         index = np.minimum(index, cdf.shape[1] - 1)  # guard against cdf[-1] < 1 by rounding
-        token_ids[here] = grammar.token_offsets[c] + index
+        body[here] = grammar.token_offsets[c] + index
     L = spec.sequence_length
     tokens = np.empty((n, L), dtype=np.int64)
     categories = np.full((n, L), NO_CATEGORY, dtype=np.int64)
     tokens[:, 0], tokens[:, -1] = CLS_ID, SEP_ID
-    body = tokens[:, 1:-1].reshape(n, C, 1 + r)
-    body[:, :, 0] = grammar.anchor_offset + anchor_global
-    body[:, :, 1:] = token_ids.reshape(n, C, r)
-    tokens[:, 1:-1] = body.reshape(n, C * (1 + r))
-    cat_body = categories[:, 1:-1].reshape(n, C, 1 + r)
-    cat_body[:, :, 1:] = tok_cat.reshape(n, C, r)
-    categories[:, 1:-1] = cat_body.reshape(n, C * (1 + r))
-    return Sample(tokens, categories, clause_cat, subject)
+    tokens[:, SUBJECT_POSITION] = grammar.subject_offset + subjects
+    tokens[:, TOPIC_POSITION] = grammar.topic_offset + topics
+    tokens[:, BODY_START:-1] = body
+    categories[:, BODY_START:-1] = tok_cat
+    return Sample(tokens, categories, subjects, topics, features)
 
 
 def category_frequencies(sample: Sample, num_categories: int) -> np.ndarray:
-    """``(K,)`` share of the sample's category tokens in each category."""
+    """``(K,)`` share of the sample's body tokens in each category."""
     cats = sample.categories[sample.categories >= 0]
     counts = np.bincount(cats, minlength=num_categories).astype(np.float64)
     return counts / max(counts.sum(), 1.0)
