@@ -1,4 +1,4 @@
-"""Planted MLM glue: masking never touches anchors, per-category losses, the mixture identity."""
+"""Planted MLM glue: typed masks on category tokens only, per-category losses, the mixture identity."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from deep.planted.model import (
     masked_set,
     planted_task_loss,
 )
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +92,21 @@ def test_floors_bound_the_loss_of_the_true_conditional(grammar):
             sums[c] -= np.log(row[label - grammar.token_offsets[c]])
             counts[c] += 1
     np.testing.assert_allclose(sums / counts, grammar.floors, rtol=0.05)
+
+
+def test_misstated_floors_fail_the_bayes_check(grammar):
+    """Negative control for the floor check above: floors off by a factor 2 (e.g. bits for
+    nats, or the wrong support) are far outside its tolerance."""
+    K = grammar.num_categories
+    s = sample_sequences(grammar, 300, seed=9)
+    held = masked_set(s, grammar, seed=0)
+    sums, counts = np.zeros(K), np.zeros(K)
+    for start, b in zip(range(0, len(s), 256), held.batches, strict=True):
+        rows = np.divmod(b["mask_index"].numpy(), s.tokens.shape[1])[0] + start
+        for r, label, c in zip(rows, b["labels"].numpy(), b["pos_task"].numpy(), strict=True):
+            row = grammar.emission[c][grammar.context_of(s, c)[r]]
+            sums[c] -= np.log(row[label - grammar.token_offsets[c]])
+            counts[c] += 1
+    bayes = sums / counts
+    for wrong in (grammar.floors * 2, grammar.floors / 2, grammar.floors / np.log(2)):
+        assert not np.allclose(bayes, wrong, rtol=0.05)

@@ -26,7 +26,6 @@ a function of the seed, so all pre-training methods see the same fine-tuning dat
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +39,7 @@ from .model import MaskedSet, PlantedBatches, category_losses, masked_set, plant
 __all__ = [
     "DownstreamTask",
     "FineTuneConfig",
+    "FineTuneResult",
     "classification_inputs",
     "default_tasks",
     "fine_tune",
@@ -233,8 +233,3 @@ def fine_tune(
             done += 1
         values.append(evaluate())
     return FineTuneResult(tuple(config.budgets), tuple(values), floor)
-
-
-def worst_and_mean(values: Sequence[float]) -> tuple[float, float]:
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.max()), float(v.mean())
