@@ -156,7 +156,7 @@ def figure(payload: dict[str, Any], runs: list[dict[str, Any]], path: Path) -> P
     import matplotlib.pyplot as plt
 
     kinds = sorted({r["kind"] for r in payload["downstream"]})
-    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    fig, axes = plt.subplots(3, 3, figsize=(16, 13))
     colors = {m: f"C{i}" for i, m in enumerate(payload["upstream"])}
     # (1, 2) worst downstream vs budget per method, CI bands, largest samples
     for ax, kind in zip(axes[0, :2], kinds, strict=False):
@@ -242,6 +242,24 @@ def figure(payload: dict[str, Any], runs: list[dict[str, Any]], path: Path) -> P
     ax.set_ylabel("entropy of the step weights (window mean)")
     ax.legend(fontsize=7)
     ax.set_title("dynamics: weights")
+    # (7, 8) per-category excess over training, average and minimax; (9) minimax weights
+    for ax, m in zip(axes[2, :2], ("average", "minimax"), strict=True):
+        curves = np.mean([r["dynamics"][m]["task_excess"] for r in runs], axis=0)
+        steps = runs[0]["dynamics"][m]["step"]
+        for c, n in enumerate(names):
+            ax.plot(steps, np.maximum(curves[:, c], 1e-3), label=n, color=f"C{c}")
+        ax.set_yscale("log")
+        ax.set_xlabel("pre-training step")
+        ax.set_ylabel("category excess (training batches)")
+        ax.set_title(f"{m}: per-category excess over the floor")
+        ax.legend(fontsize=7, ncol=2)
+    ax = axes[2, 2]
+    w = np.mean([r["dynamics"]["minimax"]["weights"] for r in runs], axis=0)
+    ax.stackplot(runs[0]["dynamics"]["minimax"]["step"], w.T, labels=names)
+    ax.set_xlabel("pre-training step")
+    ax.set_ylabel("weight (window mean, mean over seeds)")
+    ax.set_title("minimax weights over training")
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
     fig.tight_layout()
     return save_figure(fig, path)
 
