@@ -329,7 +329,8 @@ def run(args: argparse.Namespace) -> Report:
         partial.mkdir(parents=True, exist_ok=True)
         write_json(partial / f"seed-{r['seed']}.json", {**r, "config": repr(cfg)})
         print(
-            f"   seed {r['seed']} done in {r['seconds']:.0f} s ({len(done)}/{len(seeds)})",
+            f"   seed {r['seed']} done in {r['seconds']:.0f} s wall, {r['cpu_seconds']:.0f} s CPU "
+            f"({len(done)}/{len(seeds)})",
             flush=True,
         )
 
@@ -374,9 +375,12 @@ def run(args: argparse.Namespace) -> Report:
             )
         },
         "per_seed": [
-            {k: r[k] for k in ("seed", "upstream", "downstream", "seconds")} for r in runs
+            {k: r[k] for k in ("seed", "upstream", "downstream", "seconds", "cpu_seconds")}
+            for r in runs
         ],
+        "cpu_seconds": float(sum(r["cpu_seconds"] for r in runs)),
         "seconds": time.perf_counter() - start,
+        "resumed_seeds": sorted(kept),
     }
     payload["verdict"] = verdict(payload)
     json_path = write_json(out / f"{NAME}.json", payload)
