@@ -159,3 +159,15 @@ def test_paired_statistics_detect_a_planted_difference_and_not_a_null_one():
     lo, hi = null["paired"][0]["worst_diff"]["ci"]
     assert lo < 0 < hi
     assert found["upstream_paired"]["worst_diff"]["mean"] == pytest.approx(-0.1)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [["--seeds", "3"], ["--workers", "0"], ["--steps", "0"], ["--temperature", "0"]],
+)
+def test_bad_arguments_fail_before_writing(bad, tmp_path):
+    from benchmarks.__main__ import main
+
+    with pytest.raises(ValueError, match=r"seeds|workers|pretrain_steps|temperature"):
+        main(["run", "planted-tasks", "--quick", "--out", str(tmp_path), *bad])
+    assert not list(tmp_path.iterdir())
