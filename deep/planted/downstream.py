@@ -13,7 +13,9 @@ Two kinds (lower is better for both):
   category's tokens carry the feature (the relation to the upstream task is approximate:
   a sequence without such a token is a coin flip). The corpus over-samples the tied
   category (share ``tied_share``). Bayes error: ``0.5 * P(no token of the category)``,
-  measured on the held-out set. Reported as the error rate.
+  measured on the held-out set (with the default ``tied_share = 0.25`` and 24 body tokens,
+  about 0.1%: the relation is nearly exact, and 40 fine-tuning steps from any of the
+  pre-trained encoders learn it). Reported as the error rate.
 
 Fine-tuning (:func:`fine_tune`): from a pre-trained model, AdamW at a constant learning
 rate (so the model after ``k`` steps is what a run with budget ``k`` gives) on ``n``
