@@ -8,8 +8,8 @@ Two kinds (lower is better for both):
   *excess* loss over the known floor, ``sum_c lambdahat_c (L_c - floor_c)`` with
   ``lambdahat`` the held-out set's masked-category shares, so that the high-entropy
   category's irreducible floor does not decide which task is "worst".
-- ``classification``: the parity of one hidden feature of the subject anchor, from the
-  sequence with the subject anchor replaced by ``[MASK]``. Only the tied agreement
+- ``classification``: the parity of one hidden feature of the subject token, from the
+  sequence with the subject token replaced by ``[MASK]``. Only the tied agreement
   category's tokens carry the feature (the relation to the upstream task is approximate:
   a sequence without such a token is a coin flip). The corpus over-samples the tied
   category (share ``tied_share``). Bayes error: ``0.5 * P(no token of the category)``,
@@ -117,7 +117,7 @@ class FineTuneConfig:
 
 
 def classification_inputs(sample: Sample, feature: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input_ids, labels)``: the subject anchor (position 1) replaced by ``[MASK]``; label
+    """``(input_ids, labels)``: the subject token (position 1) replaced by ``[MASK]``; label
     the parity of the subject's ``feature``."""
     tokens = torch.from_numpy(sample.tokens.copy())
     tokens[:, 1] = MASK_ID

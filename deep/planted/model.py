@@ -3,7 +3,7 @@
 The model is ``transformers``' ``BertForMaskedLM`` built from a config (no download),
 wrapped by :class:`deep.pos_bert.model.MaskedPositionsMLM` so that the MLM head runs on the
 masked positions only. Masking is :func:`deep.pos_bert.masking.mask_tokens` (30% of the
-category tokens; anchors and specials never) with every selected token replaced by a
+category tokens; the subject, topic and specials never) with every selected token replaced by a
 *typed* mask ``[MASK_c]`` of its category (``mask_prob = 1``). Typed masks: the task is
 "predict the category-``c`` token here", so a category's loss measures how well the model
 uses that category's context, not whether it can guess which category sits under the mask
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 MASKING = MaskingConfig(rate=0.3, mask_prob=1.0, random_prob=0.0)
-"""30% of category tokens, each replaced by its typed ``[MASK_c]`` (anchors, specials never)."""
+"""30% of category tokens, each replaced by its typed ``[MASK_c]`` (context and specials never)."""
 
 #: (layers, hidden, heads, feed-forward) of the default CPU-sized model
 MODEL_SHAPE = (2, 64, 2, 256)
