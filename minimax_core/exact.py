@@ -158,7 +158,7 @@ def _lower_bound(
     lower = -math.inf
     if mu > 0:
         lower = bounds.dual_lower_bound(values, jacobian, weights, mu)
-    fun = float(np.max(values))
+    fun = float(values.max())
     if (
         weighted_hessian is not None
         and fun - lower > target
@@ -203,8 +203,8 @@ class _Model(Protocol):
     def floor(self, values: Float, jac: Float) -> float: ...
 
 
-_CHUNK_BYTES = 1 << 20  # tasks per chunk of the fused pass: about 1 MiB of Hessians (in L2)
-_FUSE_BYTES = 8 << 20  # stacks larger than this (beyond the caches) are passed over in chunks
+_CHUNK_BYTES = 8 << 20  # tasks per chunk of the fused pass: about 8 MiB of Hessians (in L3)
+_FUSE_BYTES = 32 << 20  # stacks larger than this (beyond the caches) are passed over in chunks
 
 
 class _QuadraticModel:
@@ -264,9 +264,9 @@ class _QuadraticModel:
             return prod, (weight_change @ self.flat).reshape(d, d)
         prod = np.empty((m, d))
         change = np.zeros(d * d)
-        for lo, hi in self.chunks:
+        for lo, hi in self.chunks:  # the second product reads the chunk from the cache
             np.matmul(self.rows[lo * d : hi * d], direction, out=prod[lo:hi].reshape(-1))
-            change += weight_change[lo:hi] @ self.flat[lo:hi]
+            _GEMV(1.0, self.flat[lo:hi].T, weight_change[lo:hi], beta=1.0, y=change, overwrite_y=1)
         return prod, change.reshape(d, d)
 
     def floor(self, values: Float, jac: Float) -> float:
@@ -505,13 +505,14 @@ def _solution(
 # --------------------------------------------------------------------------- interior point
 
 
+_GEMV = scipy.linalg.blas.get_blas_funcs("gemv", (np.empty(1),))
 _POTRF, _POTRS = scipy.linalg.lapack.get_lapack_funcs(("potrf", "potrs"), (np.empty(1),))
 
 
 def _max_step(lam: Float, dlam: Float, slack: Float, ds: Float, fraction: float) -> float:
     """Largest ``a <= 1`` with ``lam + a dlam >= (1 - fraction) lam`` and the same for the
     slacks (both positive)."""
-    worst = float(np.min(np.minimum(dlam / lam, ds / slack)))
+    worst = float(np.minimum(dlam / lam, ds / slack).min())
     return 1.0 if worst >= -fraction else fraction / -worst
 
 
@@ -562,6 +563,11 @@ def _target(fun: float, x_part: float, tol: float, atol: float) -> float:
 _RESOLUTION = 2.0 * float(np.finfo(np.float64).eps)
 
 
+def _finite(*arrays: Float) -> bool:
+    """Every entry finite (:func:`all_finite` without the per-call overhead)."""
+    return all(np.isfinite(a).all() for a in arrays)
+
+
 def interior_point(
     problem: Any,
     x0: Float,
@@ -587,8 +593,8 @@ def interior_point(
     check_first_outputs(problem, values, jac)
     shift = model.shift
     m, d = jac.shape
-    fun = float(np.max(values))
-    theta = max(fun - float(np.min(values)), 1e-2 * abs(fun), 1e-12)
+    fun = float(values.max())
+    theta = max(fun - float(values.min()), 1e-2 * abs(fun), 1e-12)
     t = fun + theta
     slack = t - values
     lam = np.full(m, 1.0 / m)
@@ -603,7 +609,7 @@ def interior_point(
             hess, hess_exact = model.weighted_hessian(x, lam), True
         total = float(lam.sum())
         weights = lam / total
-        fun = float(np.max(values))
+        fun = float(values.max())
         floor = max(floor, model.floor(values, jac))
         target = _target(fun + shift, fun - floor, tol, atol)
         exact_hessian = _exact_hessian(model, x, weights, hess / total if hess_exact else None)
@@ -611,10 +617,10 @@ def interior_point(
         if fun - lower <= target and not fresh:
             values, jac = model(x)  # drop the round-off of the incremental updates
             fresh = True
-            if not all_finite(values, jac):
+            if not _finite(values, jac):
                 status = NON_FINITE
                 break
-            fun = float(np.max(values))
+            fun = float(values.max())
             target = _target(fun + shift, fun - floor, tol, atol)
             lower = _lower_bound(values, jac, weights, mu, exact_hessian, target)
         measure = fun - lower
@@ -695,14 +701,14 @@ def interior_point(
                     lam_new * (slack + alpha * ds) - centre,
                 )
                 if (
-                    all_finite(trial_values, trial_jac)
+                    _finite(trial_values, trial_jac)
                     and new_merit <= (1.0 - 1e-4 * alpha) * merit
                 ):
                     break
                 alpha *= 0.5
             values, jac = trial_values, trial_jac
         fresh = not model.exact_steps
-        if not all_finite(values, jac):
+        if not _finite(values, jac):
             status = NON_FINITE
             break
         x = x + alpha * dx
@@ -711,7 +717,7 @@ def interior_point(
         lam = np.maximum(lam + alpha * dlam, 1e-300)
         # restore L(x) - t + s = 0 by raising t (the slacks only grow): the step's
         # curvature term dx' A_i dx / 2 would otherwise linger as infeasibility
-        t = max(t, float(np.max(values + slack)))
+        t = max(t, float((values + slack).max()))
         slack = t - values
         if change is not None:  # sum_i lam_i A_i is linear in lam: one update, no pass
             hess, hess_exact = hess + alpha * change, False
@@ -719,7 +725,7 @@ def interior_point(
             hess = None
     if not fresh and status != NON_FINITE:
         values, jac = model(x)
-        fun = float(np.max(values))
+        fun = float(values.max())
         weights = lam / float(lam.sum())
         floor = max(floor, model.floor(values, jac))
         lower = _lower_bound(values, jac, weights, mu, _exact_hessian(model, x, weights, None))
