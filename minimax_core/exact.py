@@ -700,10 +700,7 @@ def interior_point(
                     trial_values - (t + alpha * dt) + (slack + alpha * ds),
                     lam_new * (slack + alpha * ds) - centre,
                 )
-                if (
-                    _finite(trial_values, trial_jac)
-                    and new_merit <= (1.0 - 1e-4 * alpha) * merit
-                ):
+                if _finite(trial_values, trial_jac) and new_merit <= (1.0 - 1e-4 * alpha) * merit:
                     break
                 alpha *= 0.5
             values, jac = trial_values, trial_jac
