@@ -534,12 +534,13 @@ def _factor(matrix: Float) -> tuple[Float, float]:
     """Cholesky factor (LAPACK ``potrf``, upper) of ``matrix``, with a diagonal shift added
     if it is not positive definite."""
     shift = 0.0
-    scale = max(float(np.max(np.abs(np.diagonal(matrix)))), 1e-300)
     for _ in range(30):
         shifted = matrix if shift == 0.0 else matrix + shift * np.eye(matrix.shape[0])
         factor, info = _POTRF(shifted, lower=0, clean=0, overwrite_a=0)
-        if info == 0 and np.all(np.isfinite(np.diagonal(factor))):
+        # a NaN or Inf anywhere reaches the last pivot through the elimination
+        if info == 0 and math.isfinite(factor[-1, -1]):
             return factor, shift
+        scale = max(float(np.max(np.abs(np.diagonal(matrix)))), 1e-300)
         shift = max(shift * 100.0, 1e-14 * scale)
     raise np.linalg.LinAlgError("the Newton matrix is not positive definite even shifted")
 
@@ -648,48 +649,59 @@ def interior_point(
             status = STALLED
             break
         grad_x = lam @ jac
+        neg_grad_x = -grad_x
         grad_t = 1.0 - total
-        duality = float(lam @ slack) / m
+        products = lam * slack
+        duality = float(products.sum()) / m
 
         def solve(r: Float) -> tuple[Float, float, Float, Float, Float]:
-            """Newton step with ``lam ds + s dlam = r`` (``r``: the centrality residual)."""
+            """Newton step with ``lam ds + s dlam = r`` (``r``: the centrality residual);
+            the linearised constraint gives ``ds = dt - G dx`` and then ``dlam``."""
             ratio = r / slack  # noqa: B023
-            np.subtract(-grad_x, ratio @ jac, out=rhs[:d])  # noqa: B023
-            rhs[d] = -grad_t + float(ratio.sum())  # noqa: B023
+            np.subtract(neg_grad_x, ratio @ jac, out=rhs[:d])  # noqa: B023
+            rhs[d] = float(ratio.sum()) - grad_t  # noqa: B023
             dz, _ = _POTRS(factor, rhs, lower=0)  # noqa: B023
             dx, dt = dz[:d], float(dz[d])
             jdx = jac @ dx  # noqa: B023
-            dlam = ratio + scaling * (jdx - dt)  # noqa: B023
-            ds = (r - slack * dlam) / lam  # noqa: B023
+            ds = dt - jdx
+            dlam = ratio - scaling * ds  # noqa: B023
             return dx, dt, ds, dlam, jdx
 
-        _, _, ds_aff, dlam_aff, _ = solve(-lam * slack)
+        _, _, ds_aff, dlam_aff, _ = solve(-products)
         a_aff = _max_step(lam, dlam_aff, slack, ds_aff, 1.0)
         duality_aff = float((lam + a_aff * dlam_aff) @ (slack + a_aff * ds_aff)) / m
         sigma = min(1.0, (duality_aff / duality) ** 3) if duality > 0 else 0.0
-        dx, dt, ds, dlam, jdx = solve(sigma * duality - lam * slack - dlam_aff * ds_aff)
-        alpha = _max_step(lam, dlam, slack, ds, _FRACTION)
         centre = sigma * duality
-        merit = _merit(grad_x, grad_t, values - t + slack, lam * slack - centre)
+        dx, dt, ds, dlam, jdx = solve((centre - products) - dlam_aff * ds_aff)
+        alpha = _max_step(lam, dlam, slack, ds, _FRACTION)
+        feasibility = values - t + slack  # 0 up to round-off (t is restored every step)
+        merit = _merit(grad_x, grad_t, feasibility, products - centre)
         change: Float | None = None
+        accepted = False
         if model.exact_steps:  # quadratic tasks: exact values and gradients along dx
             prod, change = model.step_products(dx, dlam)
             curv = prod @ dx  # dx' A_i dx
-            # stationarity at the trial point, lam(a)' G(a), from four products
-            lp, dj, dp = lam @ prod, dlam @ jac, dlam @ prod
+            # residuals along the step as polynomials in a: stationarity lam(a)' G(a)
+            # (four products), feasibility (feasibility + a^2 curv / 2; the linear term
+            # vanishes by the Newton equations), the t part and centrality
+            djlp, dp = dlam @ jac + lam @ prod, dlam @ prod
+            pp, pc, cc = feasibility @ feasibility, feasibility @ curv, curv @ curv
+            sum_dlam = float(dlam.sum())
             for _ in range(_MERIT_HALVINGS):
-                trial_values = values + alpha * jdx + (0.5 * alpha * alpha) * curv
-                r_x = grad_x + alpha * (dj + lp) + (alpha * alpha) * dp
-                new_merit = _merit(
-                    r_x,
-                    grad_t - alpha * float(dlam.sum()),
-                    trial_values - (t + alpha * dt) + (slack + alpha * ds),
-                    (lam + alpha * dlam) * (slack + alpha * ds) - centre,
-                )
+                half_sq = 0.5 * alpha * alpha
+                r_x = grad_x + alpha * djlp + (alpha * alpha) * dp
+                r_t = grad_t - alpha * sum_dlam
+                r_c = (lam + alpha * dlam) * (slack + alpha * ds) - centre
+                new_merit = float(
+                    r_x @ r_x + r_t * r_t + pp + 2 * half_sq * pc + half_sq * half_sq * cc
+                ) + float(r_c @ r_c)
                 if math.isfinite(new_merit) and new_merit <= (1.0 - 1e-4 * alpha) * merit:
+                    accepted = True
                     break
                 alpha *= 0.5
-            values, jac = trial_values, jac + alpha * prod
+            half_sq = 0.5 * alpha * alpha
+            values = values + alpha * jdx + half_sq * curv
+            jac = jac + alpha * prod
         else:
             for _ in range(_MERIT_HALVINGS):
                 trial_values, trial_jac = model(x + alpha * dx)
@@ -701,11 +713,13 @@ def interior_point(
                     lam_new * (slack + alpha * ds) - centre,
                 )
                 if _finite(trial_values, trial_jac) and new_merit <= (1.0 - 1e-4 * alpha) * merit:
+                    accepted = True
                     break
                 alpha *= 0.5
             values, jac = trial_values, trial_jac
         fresh = not model.exact_steps
-        if not _finite(values, jac):
+        # an accepted step has a finite merit: with lam > 0 every value and gradient is finite
+        if not accepted and not _finite(values, jac):
             status = NON_FINITE
             break
         x = x + alpha * dx
