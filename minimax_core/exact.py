@@ -21,8 +21,10 @@ or any problem with ``hessians(x) -> (M, d, d)``)
     step ``t`` is raised until ``s = t - L(x)`` is at least its linear prediction (slacks
     never shrink below it). For quadratic tasks every trial step is exact and free: the
     losses and gradients along ``dx`` follow from ``A_i dx``, so one iteration costs two
-    passes over the stack of Hessians (``sum_i lam_i A_i`` and ``A_i dx``) plus one
-    Cholesky; for other tasks each trial evaluates the losses.
+    products with the stack of Hessians (``A_i dx``, and ``sum_i dlam_i A_i``, which updates
+    ``H`` since it is linear in ``lam``) read chunk by chunk in one pass, plus one Cholesky;
+    least-squares tasks work from their samples (no ``d x d`` matrix per task); for other
+    tasks each trial evaluates the losses.
 
 ``"gradient_mapping"`` (tasks that give only ``losses`` and ``jacobian``)
     Nesterov's accelerated gradient method for max-type functions (Nesterov 2004,
@@ -42,8 +44,12 @@ Certificate (both algorithms): for weights ``w`` on the simplex, weak duality gi
   ``H_w = sum_i w_i A_i`` (the minimum of the quadratic ``sum_i w_i L_i``).
 
 ``certificate = F(x) - lower bound >= F(x) - F*``. ``success`` means
-``certificate <= tol * |F(x)| + atol``: ``tol`` is a relative accuracy (``atol``, default 0,
-is for optima at or near 0). The returned weights are the normalised multipliers; tasks
+``certificate <= tol * min(|F(x)|, F(x) - c) + atol`` (:func:`_target`): ``tol`` is a
+relative accuracy on the part of ``F`` that depends on ``x``, ``c <= min_i inf L_i`` the
+constant every task lies above (quadratic tasks: the smallest offset; otherwise the
+strong-convexity bound ``min_i L_i - ||grad L_i||^2/(2 mu)``), so a common offset such
+as ``b_i + 1e8`` does not loosen it; never looser than ``tol |F(x)| + atol``. ``atol``
+(default 0) is for optima at or near 0. The returned weights are the normalised multipliers; tasks
 whose multiplier is negligible are set to exactly zero when the pruned weights still
 certify the same tolerance, so the weights name the active tasks.
 """
@@ -451,8 +457,9 @@ _MESSAGES = {
 def _prune(weights: Float, slacks: Float) -> Float:
     """Weights with the negligible multipliers set to 0 (renormalised): a task is kept
     when its weight is not tiny next to the largest one (the slack decides ties of scale)."""
-    keep = weights > 1e-9 * float(np.max(weights))
-    keep &= ~((weights < 1e-6 * float(np.max(weights))) & (slacks > 1e3 * float(np.min(slacks))))
+    top = float(weights.max())
+    keep = weights > 1e-9 * top
+    keep &= ~((weights < 1e-6 * top) & (slacks > 1e3 * float(slacks.min())))
     if not np.any(keep):
         return weights
     out = np.where(keep, weights, 0.0)

@@ -25,9 +25,9 @@ calls the solver): Clarabel, QOCO, ECOS and SCS (those installed; ``pip install
 (100, 500) (``--quick``: the first two). The repeats of auto and of every solver are
 interleaved (contention from other processes hits all alike); each entry is the best of
 the repeats, in wall time and in CPU time of the process (``time.process_time``: on a
-shared machine the wall time also counts waiting for a core). A solver whose predicted
-time (its time at the previous size scaled by ``M d^3``) exceeds ``--anchor-cap`` is not
-run. Relative error: ``(F(x) - F*)/|F*|`` with ``F*`` from auto at ``tol=1e-12``
+shared machine the wall time also counts waiting for a core, which inflates runs longer
+than a scheduler slice). A solver whose predicted CPU time (its time at the previous size
+scaled by ``M d^3``) exceeds ``--anchor-cap`` is not run. Relative error: ``(F(x) - F*)/|F*|`` with ``F*`` from auto at ``tol=1e-12``
 (certified).
 
 Ratios written to the JSON and printed: speed-up of auto over CVXPY and over each direct
@@ -258,7 +258,7 @@ def _anchor_row(
         for name in names:
             if name in skip:
                 continue
-            if rep > 0 and name != "auto" and min(wall[name]) > 2.0:
+            if rep > 0 and name != "auto" and min(cpu[name]) > 2.0:
                 continue  # slow: one run is the measurement (the spread is small next to it)
             if name == "auto":
                 w, c, out = _clocked(lambda: mc.minimize_max(problem))
@@ -321,8 +321,10 @@ def _anchors(
                 entry = prev["solvers"][name]
                 if "skipped" in entry:
                     skip[name] = entry["skipped"]
-                elif entry["wall_seconds"] * growth > cap:
-                    skip[name] = f"predicted {entry['wall_seconds'] * growth:.0f} s > cap {cap:g} s"
+                elif entry["cpu_seconds"] * growth > cap:
+                    skip[name] = (
+                        f"predicted {entry['cpu_seconds'] * growth:.0f} CPU s > cap {cap:g} s"
+                    )
         rows.append(_anchor_row(m, d, seed, solvers, repeats, skip, bar))
     missing = [s for s in mc.reference.CONIC_SOLVERS if s not in solvers]
     return {"solvers": solvers, "not_installed": missing, "cap_seconds": cap, "rows": rows}
