@@ -17,7 +17,8 @@ samples ``N d^2`` for the weighted Hessian), ``G' D G`` (``M d^2``) and one Chol
 (``d^3``), so ``time ~ iterations x (M d^2 + d^3)`` (least squares: ``iterations x ((N +
 M) d^2 + d^3)``). Softmax: ``time ~ evaluations x M d^2`` (least squares: ``x N d``).
 Slopes are least-squares fits of ``log time`` (and ``log iterations``, ``log cost``) on
-``log M`` or ``log d`` over each series; the ratio ``time / cost`` per point shows where
+``log M`` or ``log d`` over the points of each series where auto certified its optimum
+(the others are listed: there auto stalls, status 4); the ratio ``time / cost`` per point shows where
 the model holds (flat) and where overheads dominate (small problems). Softmax runs until
 its gap to auto's certified optimum ``F*`` is ``1e-3`` of the gap at the start, ``F(x_t)
 - F* <= 1e-3 (F(x_0) - F*)`` (a relative gap on ``|F*|`` is met in one step when many
@@ -157,7 +158,7 @@ def _point(family: str, m: int, d: int, seed: int, softmax_cap: float | None) ->
         },
     }
     row["auto"]["seconds_per_cost"] = cpu / row["auto"]["cost"]
-    if softmax_cap is not None:
+    if softmax_cap is not None and res.success:  # its target needs the certified optimum
         soft = _softmax(problem, res.fun, m, softmax_cap)
         soft["cost"] = _softmax_cost(family, m, d, soft["nfev"])
         row["softmax"] = soft
@@ -173,10 +174,15 @@ def _slope(xs: list[float], ys: list[float]) -> float | None:
     return float(np.polyfit(lx, ly, 1)[0])
 
 
-def _slopes(rows: list[dict[str, Any]], axis: str) -> dict[str, Any]:
+def _slopes(all_rows: list[dict[str, Any]], axis: str) -> dict[str, Any]:
+    """Slopes over the points where auto succeeded (a stalled run's time is not a solve
+    time, and softmax's target needs the certified optimum)."""
+    rows = [r for r in all_rows if r["auto"]["success"]]
     xs = [float(r[axis]) for r in rows]
     auto = [r["auto"] for r in rows]
     out: dict[str, Any] = {
+        "points": len(rows),
+        "auto_failed_at": [r[axis] for r in all_rows if not r["auto"]["success"]],
         "auto_cpu_time": _slope(xs, [a["cpu_seconds"] for a in auto]),
         "auto_wall_time": _slope(xs, [a["wall_seconds"] for a in auto]),
         "auto_iterations": _slope(xs, [float(a["nit"]) for a in auto]),
@@ -275,8 +281,8 @@ def _markdown(sweeps: dict[str, Any], slopes: dict[str, Any]) -> str:
     lines = [
         "| sweep | family | sizes | auto time slope (CPU) | upper half | iterations slope "
         "| cost-model slope | upper half | softmax time slope | softmax steps slope "
-        "| softmax reached |",
-        "|" + "---|" * 11,
+        "| softmax reached | auto not certified at |",
+        "|" + "---|" * 12,
     ]
     for axis, by_family in sweeps.items():
         for family, rows in by_family.items():
@@ -289,7 +295,8 @@ def _markdown(sweeps: dict[str, Any], slopes: dict[str, Any]) -> str:
                 f"{_fmt(s['auto_iterations'])} | {_fmt(s['auto_cost_model'])} | "
                 f"{_fmt(s['auto_cost_model_upper_half'])} | {_fmt(s.get('softmax_cpu_time'))} | "
                 f"{_fmt(s.get('softmax_steps'))} | "
-                f"{sum(x['reached'] for x in soft)}/{len(soft)} |"
+                f"{sum(x['reached'] for x in soft)}/{len(soft)} | "
+                f"{', '.join(str(v) for v in s['auto_failed_at']) or '-'} |"
             )
     lines.append("")
     lines.append(
@@ -309,9 +316,12 @@ def _markdown(sweeps: dict[str, Any], slopes: dict[str, Any]) -> str:
                         str(soft["steps"]),
                     ]
                 )
+                failed = (
+                    "" if a["success"] else f" (not certified: {a['relative_certificate']:.1e})"
+                )
                 lines.append(
                     f"| {'M' if axis == 'num_tasks' else 'd'} | {family} | {r['num_tasks']} | "
-                    f"{r['dim']} | {a['cpu_seconds']:.3g} s | {a['nit']} | "
+                    f"{r['dim']} | {a['cpu_seconds']:.3g} s{failed} | {a['nit']} | "
                     f"{a['seconds_per_cost'] * 1e9:.3g} | " + " | ".join(soft_cells) + " |"
                 )
     return "\n".join(lines)
@@ -326,7 +336,8 @@ def _plot(sweeps: dict[str, Any], slopes: dict[str, Any], path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     styles = {"dense": ("tab:blue", "o"), "least_squares": ("tab:green", "s")}
     for ax, (axis, by_family) in zip(axes, sweeps.items(), strict=True):
-        for family, rows in by_family.items():
+        for family, all_rows in by_family.items():
+            rows = [r for r in all_rows if r["auto"]["success"]]
             color, marker = styles[family]
             xs = np.array([r[axis] for r in rows], dtype=float)
             s = slopes[axis][family]
