@@ -21,8 +21,10 @@ or any problem with ``hessians(x) -> (M, d, d)``)
     step ``t`` is raised until ``s = t - L(x)`` is at least its linear prediction (slacks
     never shrink below it). For quadratic tasks every trial step is exact and free: the
     losses and gradients along ``dx`` follow from ``A_i dx``, so one iteration costs two
-    passes over the stack of Hessians (``sum_i lam_i A_i`` and ``A_i dx``) plus one
-    Cholesky; for other tasks each trial evaluates the losses.
+    products with the stack of Hessians (``A_i dx``, and ``sum_i dlam_i A_i``, which updates
+    ``H`` since it is linear in ``lam``) read chunk by chunk in one pass, plus one Cholesky;
+    least-squares tasks work from their samples (no ``d x d`` matrix per task); for other
+    tasks each trial evaluates the losses.
 
 ``"gradient_mapping"`` (tasks that give only ``losses`` and ``jacobian``)
     Nesterov's accelerated gradient method for max-type functions (Nesterov 2004,
@@ -42,8 +44,12 @@ Certificate (both algorithms): for weights ``w`` on the simplex, weak duality gi
   ``H_w = sum_i w_i A_i`` (the minimum of the quadratic ``sum_i w_i L_i``).
 
 ``certificate = F(x) - lower bound >= F(x) - F*``. ``success`` means
-``certificate <= tol * |F(x)| + atol``: ``tol`` is a relative accuracy (``atol``, default 0,
-is for optima at or near 0). The returned weights are the normalised multipliers; tasks
+``certificate <= tol * min(|F(x)|, F(x) - c) + atol`` (:func:`_target`): ``tol`` is a
+relative accuracy on the part of ``F`` that depends on ``x``, ``c <= min_i inf L_i`` the
+constant every task lies above (quadratic tasks: the smallest offset; otherwise the
+strong-convexity bound ``min_i L_i - ||grad L_i||^2/(2 mu)``), so a common offset such
+as ``b_i + 1e8`` does not loosen it; never looser than ``tol |F(x)| + atol``. ``atol``
+(default 0) is for optima at or near 0. The returned weights are the normalised multipliers; tasks
 whose multiplier is negligible are set to exactly zero when the pruned weights still
 certify the same tolerance, so the weights name the active tasks.
 """
@@ -158,7 +164,7 @@ def _lower_bound(
     lower = -math.inf
     if mu > 0:
         lower = bounds.dual_lower_bound(values, jacobian, weights, mu)
-    fun = float(np.max(values))
+    fun = float(values.max())
     if (
         weighted_hessian is not None
         and fun - lower > target
@@ -175,42 +181,79 @@ def qp_model_value(weights: Float, values: Float, move: Float, smoothness: float
     return float(weights @ values - (move @ move) / (2.0 * smoothness))
 
 
-def _target(fun: float, tol: float, atol: float) -> float:
-    return tol * abs(fun) + atol
-
-
 # --------------------------------------------------------------------------- task models
 
 
 class _Model(Protocol):
-    """What the interior-point method needs from the tasks (calling it evaluates them)."""
+    """What the interior-point method needs from the tasks (calling it evaluates them).
+
+    Losses are returned less the constant ``shift`` (quadratic tasks: the smallest offset,
+    so that a large common offset costs no accuracy); ``floor(values, jac)`` is a lower
+    bound on ``min_i inf_y L_i(y) - shift`` (``-inf`` if none is known).
+    """
 
     exact_steps: bool
     quadratic: bool
     nfev: int
     passes: int
+    shift: float
 
     def __call__(self, x: Float) -> tuple[Float, Float]: ...
 
     def weighted_hessian(self, x: Float, weights: Float) -> Float: ...
 
-    def products(self, direction: Float) -> Float: ...
+    def step_products(
+        self, direction: Float, weight_change: Float
+    ) -> tuple[Float, Float | None]: ...
+
+    def floor(self, values: Float, jac: Float) -> float: ...
 
 
-class _QuadraticModel(Oracle):
-    """Quadratic tasks: ``sum_i w_i A_i`` and ``A_i v`` are single passes over the stack."""
+_CHUNK_BYTES = 8 << 20  # tasks per chunk of the fused pass: about 8 MiB of Hessians (in L3)
+_FUSE_BYTES = 32 << 20  # stacks larger than this (beyond the caches) are passed over in chunks
+
+
+class _QuadraticModel:
+    """Quadratic tasks ``0.5 (x-c_i)' A_i (x-c_i) + b_i`` from the stack of Hessians.
+
+    One pass over the stack per iteration (:meth:`step_products`): ``A_i dx`` for the
+    exact steps and ``sum_i dlam_i A_i`` for the next weighted Hessian (linear in the
+    multipliers), chunk by chunk so that each chunk of Hessians is read from memory once.
+    """
 
     exact_steps = True
     quadratic = True
 
     def __init__(self, problem: Any) -> None:
-        super().__init__(problem)
         stack = np.ascontiguousarray(problem.hessian_stack, dtype=np.float64)
         m, d, _ = stack.shape
         self.rows = stack.reshape(m * d, d)  # (A_1; ...; A_M) for all A_i v at once
         self.flat = stack.reshape(m, d * d)  # for sum_i w_i A_i
         self.shape = (m, d)
+        self.centers = np.asarray(problem.centers, dtype=np.float64)
+        a_c = getattr(problem, "_a_c", None)
+        if a_c is None or np.shape(a_c) != (m, d):
+            a_c = np.matmul(stack, self.centers[:, :, None])[:, :, 0]
+        self.a_c = np.asarray(a_c, dtype=np.float64)
+        offsets = np.asarray(problem.offsets, dtype=np.float64)
+        self.shift = float(np.min(offsets))
+        self.offsets = offsets - self.shift
+        per_task = d * d * 8
+        step = max(1, _CHUNK_BYTES // per_task)
+        self.chunks = (
+            [(lo, min(lo + step, m)) for lo in range(0, m, step)]
+            if stack.nbytes > _FUSE_BYTES and m > step
+            else None
+        )
+        self.nfev = 0
         self.passes = 0
+
+    def __call__(self, x: Float) -> tuple[Float, Float]:
+        self.nfev += 1
+        jac: Float = (self.rows @ x).reshape(self.shape)
+        jac -= self.a_c
+        values: Float = 0.5 * np.einsum("mi,mi->m", x - self.centers, jac) + self.offsets
+        return values, jac
 
     def weighted_hessian(self, x: Float, weights: Float) -> Float:
         self.passes += 1
@@ -218,10 +261,80 @@ class _QuadraticModel(Oracle):
         out: Float = (weights @ self.flat).reshape(d, d)
         return out
 
-    def products(self, direction: Float) -> Float:
+    def step_products(self, direction: Float, weight_change: Float) -> tuple[Float, Float | None]:
+        """``A_i dx`` (rows) and ``sum_i dlam_i A_i`` in one pass over the stack."""
         self.passes += 1
-        out: Float = (self.rows @ direction).reshape(self.shape)
+        m, d = self.shape
+        if self.chunks is None:
+            prod: Float = (self.rows @ direction).reshape(m, d)
+            return prod, (weight_change @ self.flat).reshape(d, d)
+        prod = np.empty((m, d))
+        change = np.zeros(d * d)
+        for lo, hi in self.chunks:  # the second product reads the chunk from the cache
+            np.matmul(self.rows[lo * d : hi * d], direction, out=prod[lo:hi].reshape(-1))
+            _GEMV(1.0, self.flat[lo:hi].T, weight_change[lo:hi], beta=1.0, y=change, overwrite_y=1)
+        return prod, change.reshape(d, d)
+
+    def floor(self, values: Float, jac: Float) -> float:
+        return 0.0  # L_i >= b_i >= min_i b_i = shift (A_i is PSD)
+
+
+class _LeastSquaresModel:
+    """Least-squares tasks ``1/(2 n_i) ||X_i x - y_i||^2 + (l2/2) ||x||^2`` from the samples:
+    no ``d x d`` matrix per task. ``sum_i w_i H_i = X' diag(w_i / n_i) X + l2 (sum w) I``
+    (one product of the stacked samples), ``H_i dx = X_i'(X_i dx)/n_i + l2 dx``."""
+
+    exact_steps = True
+    quadratic = True
+
+    def __init__(self, problem: Any) -> None:
+        self.designs = np.asarray(problem.designs, dtype=np.float64)  # (M, n_max, d), zero-padded
+        m, n, d = self.designs.shape
+        self.samples = self.designs.reshape(m * n, d)
+        self.targets = np.asarray(problem.targets, dtype=np.float64)
+        self.inv_n = 1.0 / np.asarray(problem.counts, dtype=np.float64)
+        self.l2 = float(problem.l2)
+        self.shape = (m, d)
+        self.shift = float(np.min(problem.offsets))
+        self.nfev = 0
+        self.passes = 0
+
+    def _rows(self, residuals: Float) -> Float:
+        """``X_i' r_i / n_i`` for every task: a batched product, ``(M, d)``."""
+        out: Float = np.matmul(residuals[:, None, :], self.designs)[:, 0, :]
+        out *= self.inv_n[:, None]
         return out
+
+    def __call__(self, x: Float) -> tuple[Float, Float]:
+        self.nfev += 1
+        m = self.shape[0]
+        resid = (self.samples @ x).reshape(m, -1) - self.targets  # padding rows stay 0
+        sq = 0.5 * float(x @ x) * self.l2
+        values: Float = 0.5 * np.einsum("mn,mn->m", resid, resid) * self.inv_n + (sq - self.shift)
+        jac = self._rows(resid)
+        if self.l2:
+            jac += self.l2 * x
+        return values, jac
+
+    def weighted_hessian(self, x: Float, weights: Float) -> Float:
+        self.passes += 1
+        n = self.targets.shape[1]
+        scale = np.repeat(weights * self.inv_n, n)
+        out: Float = self.samples.T @ (self.samples * scale[:, None])
+        if self.l2:
+            out.flat[:: self.shape[1] + 1] += self.l2 * float(weights.sum())
+        return out
+
+    def step_products(self, direction: Float, weight_change: Float) -> tuple[Float, Float | None]:
+        self.passes += 1
+        m = self.shape[0]
+        prod = self._rows((self.samples @ direction).reshape(m, -1))
+        if self.l2:
+            prod += self.l2 * direction
+        return prod, None  # the next weighted Hessian is formed afresh
+
+    def floor(self, values: Float, jac: Float) -> float:
+        return 0.0  # the offsets b_i = L_i(c_i) are the minima
 
 
 class _HessianModel(Oracle):
@@ -229,10 +342,12 @@ class _HessianModel(Oracle):
 
     exact_steps = False
     quadratic = False
+    shift = 0.0
 
-    def __init__(self, problem: Any) -> None:
+    def __init__(self, problem: Any, mu: float) -> None:
         super().__init__(problem)
         self.passes = 0
+        self.mu = mu
 
     def weighted_hessian(self, x: Float, weights: Float) -> Float:
         self.passes += 1
@@ -246,8 +361,31 @@ class _HessianModel(Oracle):
         out: Float = np.einsum("m,mij->ij", weights, hess)
         return 0.5 * (out + out.T)
 
-    def products(self, direction: Float) -> Float:  # pragma: no cover - never called
+    def step_products(  # pragma: no cover - never called
+        self, direction: Float, weight_change: Float
+    ) -> tuple[Float, Float | None]:
         raise NotImplementedError("steps of non-quadratic tasks are checked by evaluation")
+
+    def floor(self, values: Float, jac: Float) -> float:
+        return _strong_convexity_floor(values, jac, self.mu)
+
+
+def _strong_convexity_floor(values: Float, jac: Float, mu: float) -> float:
+    """``min_i (L_i(x) - ||grad L_i(x)||^2 / (2 mu)) <= min_i inf_y L_i(y)`` (``-inf`` if
+    ``mu = 0``): the constant part every task shares, bounded below."""
+    if mu <= 0:
+        return -math.inf
+    return float(np.min(values - np.einsum("mi,mi->m", jac, jac) / (2.0 * mu)))
+
+
+def _model(problem: Any, mu: float) -> _Model:
+    from .problems import LeastSquaresTasks
+
+    if isinstance(problem, LeastSquaresTasks) and hasattr(problem, "designs"):
+        return _LeastSquaresModel(problem)
+    if is_quadratic(problem):
+        return _QuadraticModel(problem)
+    return _HessianModel(problem, mu)
 
 
 def is_quadratic(problem: Any) -> bool:
@@ -305,7 +443,7 @@ class _Trace:
 
 
 _MESSAGES = {
-    CONVERGED: "converged: certificate <= tol * |F(x)| + atol",
+    CONVERGED: "converged: certificate <= tol * min(|F(x)|, F(x) - c) + atol",
     BUDGET: "iteration budget reached before the certificate met the tolerance",
     CALLBACK: "stopped by the callback",
     NON_FINITE: "diverged: non-finite losses or gradients",
@@ -319,8 +457,9 @@ _MESSAGES = {
 def _prune(weights: Float, slacks: Float) -> Float:
     """Weights with the negligible multipliers set to 0 (renormalised): a task is kept
     when its weight is not tiny next to the largest one (the slack decides ties of scale)."""
-    keep = weights > 1e-9 * float(np.max(weights))
-    keep &= ~((weights < 1e-6 * float(np.max(weights))) & (slacks > 1e3 * float(np.min(slacks))))
+    top = float(weights.max())
+    keep = weights > 1e-9 * top
+    keep &= ~((weights < 1e-6 * top) & (slacks > 1e3 * float(slacks.min())))
     if not np.any(keep):
         return weights
     out = np.where(keep, weights, 0.0)
@@ -347,6 +486,7 @@ def _solution(
     *,
     certified: bool,
     info: dict[str, Any],
+    certificate: float | None = None,
 ) -> ExactSolution:
     """The :class:`ExactSolution` of either algorithm; the message says why there is no
     certificate when the problem cannot give one (``mu`` unknown, tasks not quadratic)."""
@@ -358,7 +498,7 @@ def _solution(
         fun=fun,
         weights=weights,
         lower_bound=lower,
-        certificate=fun - lower,
+        certificate=fun - lower if certificate is None else certificate,
         nit=nit,
         nfev=nfev,
         status=status,
@@ -372,12 +512,15 @@ def _solution(
 # --------------------------------------------------------------------------- interior point
 
 
-def _fraction_to_boundary(value: Float, change: Float, fraction: float) -> float:
-    """Largest ``a`` with ``value + a change >= (1 - fraction) value`` (``value > 0``)."""
-    neg = change < 0
-    if not np.any(neg):
-        return math.inf
-    return float(np.min(fraction * value[neg] / -change[neg]))
+_GEMV = scipy.linalg.blas.get_blas_funcs("gemv", (np.empty(1),))
+_POTRF, _POTRS = scipy.linalg.lapack.get_lapack_funcs(("potrf", "potrs"), (np.empty(1),))
+
+
+def _max_step(lam: Float, dlam: Float, slack: Float, ds: Float, fraction: float) -> float:
+    """Largest ``a <= 1`` with ``lam + a dlam >= (1 - fraction) lam`` and the same for the
+    slacks (both positive)."""
+    worst = float(np.minimum(dlam / lam, ds / slack).min())
+    return 1.0 if worst >= -fraction else fraction / -worst
 
 
 def _newton_matrix(hess: Float, jac: Float, scaling: Float) -> Float:
@@ -385,7 +528,8 @@ def _newton_matrix(hess: Float, jac: Float, scaling: Float) -> Float:
     d = jac.shape[1]
     k = np.empty((d + 1, d + 1))
     scaled = jac * scaling[:, None]
-    k[:d, :d] = hess + jac.T @ scaled
+    np.matmul(jac.T, scaled, out=k[:d, :d])
+    k[:d, :d] += hess
     col = -scaled.sum(axis=0)
     k[:d, d] = col
     k[d, :d] = col
@@ -393,17 +537,43 @@ def _newton_matrix(hess: Float, jac: Float, scaling: Float) -> Float:
     return k
 
 
-def _factor(matrix: Float) -> tuple[Any, float]:
-    """Cholesky factor of ``matrix``, with a diagonal shift added if it is not PD."""
+def _factor(matrix: Float) -> tuple[Float, float]:
+    """Cholesky factor (LAPACK ``potrf``, upper) of ``matrix``, with a diagonal shift added
+    if it is not positive definite."""
     shift = 0.0
-    scale = max(float(np.max(np.abs(np.diagonal(matrix)))), 1e-300)
     for _ in range(30):
-        try:
-            shifted = matrix if shift == 0.0 else matrix + shift * np.eye(matrix.shape[0])
-            return scipy.linalg.cho_factor(shifted, check_finite=False), shift
-        except (np.linalg.LinAlgError, ValueError):
-            shift = max(shift * 100.0, 1e-14 * scale)
+        shifted = matrix if shift == 0.0 else matrix + shift * np.eye(matrix.shape[0])
+        factor, info = _POTRF(shifted, lower=0, clean=0, overwrite_a=0)
+        # a NaN or Inf anywhere reaches the last pivot through the elimination
+        if info == 0 and math.isfinite(factor[-1, -1]):
+            return factor, shift
+        scale = max(float(np.max(np.abs(np.diagonal(matrix)))), 1e-300)
+        shift = max(shift * 100.0, 1e-14 * scale)
     raise np.linalg.LinAlgError("the Newton matrix is not positive definite even shifted")
+
+
+def _target(fun: float, x_part: float, tol: float, atol: float) -> float:
+    """What a certificate must reach: ``tol * min(|F(x)|, F(x) - c) + atol``.
+
+    ``c <= min_i inf_y L_i(y)`` is a constant every task lies above (quadratic tasks: the
+    smallest offset), so ``F(x) - c >= 0`` is the part of ``F`` that depends on ``x``: a
+    common offset (``b_i + 1e8``) does not loosen the tolerance. ``F`` itself is resolved
+    only to its floating-point spacing, so a certificate within ``2 eps |F(x)|`` also
+    counts (the case ``F* = c``, e.g. one task); never looser than ``tol |F(x)| + atol``.
+    ``x_part = inf`` when no ``c`` is known.
+    """
+    rel = tol * abs(fun)
+    if math.isfinite(x_part):
+        rel = min(rel, tol * max(x_part, 0.0) + _RESOLUTION * abs(fun))
+    return rel + atol
+
+
+_RESOLUTION = 2.0 * float(np.finfo(np.float64).eps)
+
+
+def _finite(*arrays: Float) -> bool:
+    """Every entry finite (:func:`all_finite` without the per-call overhead)."""
+    return all(np.isfinite(a).all() for a in arrays)
 
 
 def interior_point(
@@ -418,45 +588,53 @@ def interior_point(
 ) -> ExactSolution:
     """Primal-dual interior-point method (Mehrotra) on ``min t  s.t.  L_i(x) <= t``.
 
-    ``problem``: :class:`~minimax_core.problems.QuadraticTasks` (exact steps) or any task set
-    with ``hessians(x)``. ``mu``: strong convexity of every task (0 if unknown: quadratic
-    tasks then use the exact quadratic bound). See the module docstring for the method and
-    the certificate.
+    ``problem``: :class:`~minimax_core.problems.QuadraticTasks` (exact steps; least-squares
+    tasks from their samples) or any task set with ``hessians(x)``. ``mu``: strong
+    convexity of every task (0 if unknown: quadratic tasks then use the exact quadratic
+    bound). See the module docstring for the method and the certificate. Internally the
+    losses are measured from the constant ``model.shift`` (no digits lost to a large
+    common offset); ``fun`` and ``lower_bound`` are reported in the problem's units.
     """
-    model: _Model = _QuadraticModel(problem) if is_quadratic(problem) else _HessianModel(problem)
+    model = _model(problem, mu)
     x = np.array(x0, dtype=np.float64)
     values, jac = model(x)
     check_first_outputs(problem, values, jac)
-    m = values.shape[0]
-    fun = float(np.max(values))
-    theta = max(fun - float(np.min(values)), 1e-2 * abs(fun), 1e-12)
+    shift = model.shift
+    m, d = jac.shape
+    fun = float(values.max())
+    theta = max(fun - float(values.min()), 1e-2 * abs(fun), 1e-12)
     t = fun + theta
     slack = t - values
     lam = np.full(m, 1.0 / m)
     trace = _Trace(callback)
     status, it, fresh = BUDGET, 0, True
-    weights, lower, shift = lam.copy(), -math.inf, 0.0
+    weights, lower, shift_k, floor = lam.copy(), -math.inf, 0.0, -math.inf
+    hess: Float | None = None
+    hess_exact = False  # hess == sum_i lam_i A_i computed afresh (not by updates)
+    rhs = np.empty(d + 1)
     for it in range(max_iter + 1):
-        hess = model.weighted_hessian(x, lam)
+        if hess is None:
+            hess, hess_exact = model.weighted_hessian(x, lam), True
         total = float(lam.sum())
         weights = lam / total
-        fun = float(np.max(values))
-        target = _target(fun, tol, atol)
-        exact_hessian = (lambda: hess / total) if model.quadratic else None  # noqa: B023
+        fun = float(values.max())
+        floor = max(floor, model.floor(values, jac))
+        target = _target(fun + shift, fun - floor, tol, atol)
+        exact_hessian = _exact_hessian(model, x, weights, hess / total if hess_exact else None)
         lower = _lower_bound(values, jac, weights, mu, exact_hessian, target)
         if fun - lower <= target and not fresh:
             values, jac = model(x)  # drop the round-off of the incremental updates
             fresh = True
-            if not all_finite(values, jac):
+            if not _finite(values, jac):
                 status = NON_FINITE
                 break
-            fun = float(np.max(values))
-            target = _target(fun, tol, atol)
+            fun = float(values.max())
+            target = _target(fun + shift, fun - floor, tol, atol)
             lower = _lower_bound(values, jac, weights, mu, exact_hessian, target)
         measure = fun - lower
         if lower == -math.inf:  # no mu: the local quadratic model's estimate of the gap
             measure = fun - quadratic_lower_bound(values, jac, weights, hess / total)
-        if trace.record(it, x, fun, measure, model.nfev):
+        if trace.record(it, x, fun + shift, measure, model.nfev):
             status = CALLBACK
             break
         if fun - lower <= target:
@@ -473,58 +651,82 @@ def interior_point(
         # ---- Newton system (predictor, then corrector with the same factorisation)
         scaling = lam / slack
         try:
-            factor, shift = _factor(_newton_matrix(hess, jac, scaling))
+            factor, shift_k = _factor(_newton_matrix(hess, jac, scaling))
         except np.linalg.LinAlgError:
             status = STALLED
             break
         grad_x = lam @ jac
+        neg_grad_x = -grad_x
         grad_t = 1.0 - total
-        duality = float(lam @ slack) / m
+        products = lam * slack
+        duality = float(products.sum()) / m
 
-        def solve(r: Float) -> tuple[Float, float, Float, Float]:
-            """Newton step with ``lam ds + s dlam = r`` (``r``: the centrality residual)."""
+        def solve(r: Float) -> tuple[Float, float, Float, Float, Float]:
+            """Newton step with ``lam ds + s dlam = r`` (``r``: the centrality residual);
+            the linearised constraint gives ``ds = dt - G dx`` and then ``dlam``."""
             ratio = r / slack  # noqa: B023
-            rhs = np.concatenate([-grad_x - ratio @ jac, [-grad_t + float(ratio.sum())]])  # noqa: B023
-            dz = scipy.linalg.cho_solve(factor, rhs, check_finite=False)  # noqa: B023
-            dx, dt = dz[:-1], float(dz[-1])
-            dlam = ratio + scaling * (jac @ dx - dt)  # noqa: B023
-            ds = (r - slack * dlam) / lam  # noqa: B023
-            return dx, dt, ds, dlam
+            np.subtract(neg_grad_x, ratio @ jac, out=rhs[:d])  # noqa: B023
+            rhs[d] = float(ratio.sum()) - grad_t  # noqa: B023
+            dz, _ = _POTRS(factor, rhs, lower=0)  # noqa: B023
+            dx, dt = dz[:d], float(dz[d])
+            jdx = jac @ dx  # noqa: B023
+            ds = dt - jdx
+            dlam = ratio - scaling * ds  # noqa: B023
+            return dx, dt, ds, dlam, jdx
 
-        _, _, ds_aff, dlam_aff = solve(-lam * slack)
-        a_aff = min(
-            1.0,
-            _fraction_to_boundary(lam, dlam_aff, 1.0),
-            _fraction_to_boundary(slack, ds_aff, 1.0),
-        )
+        _, _, ds_aff, dlam_aff, _ = solve(-products)
+        a_aff = _max_step(lam, dlam_aff, slack, ds_aff, 1.0)
         duality_aff = float((lam + a_aff * dlam_aff) @ (slack + a_aff * ds_aff)) / m
         sigma = min(1.0, (duality_aff / duality) ** 3) if duality > 0 else 0.0
-        dx, dt, ds, dlam = solve(sigma * duality - lam * slack - dlam_aff * ds_aff)
-        alpha = min(
-            1.0,
-            _fraction_to_boundary(lam, dlam, _FRACTION),
-            _fraction_to_boundary(slack, ds, _FRACTION),
-        )
         centre = sigma * duality
-        merit = _merit(values, jac, t, slack, lam, centre)
-        prod = model.products(dx) if model.exact_steps else None
-        for _ in range(_MERIT_HALVINGS):
-            if prod is not None:  # quadratic tasks: exact values and gradients along dx
-                trial = (
-                    values + alpha * (jac @ dx) + 0.5 * alpha * alpha * (prod @ dx),
-                    jac + alpha * prod,
+        dx, dt, ds, dlam, jdx = solve((centre - products) - dlam_aff * ds_aff)
+        alpha = _max_step(lam, dlam, slack, ds, _FRACTION)
+        feasibility = values - t + slack  # 0 up to round-off (t is restored every step)
+        merit = _merit(grad_x, grad_t, feasibility, products - centre)
+        change: Float | None = None
+        accepted = False
+        if model.exact_steps:  # quadratic tasks: exact values and gradients along dx
+            prod, change = model.step_products(dx, dlam)
+            curv = prod @ dx  # dx' A_i dx
+            # residuals along the step as polynomials in a: stationarity lam(a)' G(a)
+            # (four products), feasibility (feasibility + a^2 curv / 2; the linear term
+            # vanishes by the Newton equations), the t part and centrality
+            djlp, dp = dlam @ jac + lam @ prod, dlam @ prod
+            pp, pc, cc = feasibility @ feasibility, feasibility @ curv, curv @ curv
+            sum_dlam = float(dlam.sum())
+            for _ in range(_MERIT_HALVINGS):
+                half_sq = 0.5 * alpha * alpha
+                r_x = grad_x + alpha * djlp + (alpha * alpha) * dp
+                r_t = grad_t - alpha * sum_dlam
+                r_c = (lam + alpha * dlam) * (slack + alpha * ds) - centre
+                new_merit = float(
+                    r_x @ r_x + r_t * r_t + pp + 2 * half_sq * pc + half_sq * half_sq * cc
+                ) + float(r_c @ r_c)
+                if math.isfinite(new_merit) and new_merit <= (1.0 - 1e-4 * alpha) * merit:
+                    accepted = True
+                    break
+                alpha *= 0.5
+            half_sq = 0.5 * alpha * alpha
+            values = values + alpha * jdx + half_sq * curv
+            jac = jac + alpha * prod
+        else:
+            for _ in range(_MERIT_HALVINGS):
+                trial_values, trial_jac = model(x + alpha * dx)
+                lam_new = lam + alpha * dlam
+                new_merit = _merit(
+                    lam_new @ trial_jac,
+                    1.0 - float(lam_new.sum()),
+                    trial_values - (t + alpha * dt) + (slack + alpha * ds),
+                    lam_new * (slack + alpha * ds) - centre,
                 )
-            else:
-                trial = model(x + alpha * dx)
-            new_merit = _merit(
-                trial[0], trial[1], t + alpha * dt, slack + alpha * ds, lam + alpha * dlam, centre
-            )
-            if all_finite(*trial) and new_merit <= (1.0 - 1e-4 * alpha) * merit:
-                break
-            alpha *= 0.5
-        values, jac = trial
+                if _finite(trial_values, trial_jac) and new_merit <= (1.0 - 1e-4 * alpha) * merit:
+                    accepted = True
+                    break
+                alpha *= 0.5
+            values, jac = trial_values, trial_jac
         fresh = not model.exact_steps
-        if not all_finite(values, jac):
+        # an accepted step has a finite merit: with lam > 0 every value and gradient is finite
+        if not accepted and not _finite(values, jac):
             status = NON_FINITE
             break
         x = x + alpha * dx
@@ -533,16 +735,20 @@ def interior_point(
         lam = np.maximum(lam + alpha * dlam, 1e-300)
         # restore L(x) - t + s = 0 by raising t (the slacks only grow): the step's
         # curvature term dx' A_i dx / 2 would otherwise linger as infeasibility
-        t = max(t, float(np.max(values + slack)))
+        t = max(t, float((values + slack).max()))
         slack = t - values
+        if change is not None:  # sum_i lam_i A_i is linear in lam: one update, no pass
+            hess, hess_exact = hess + alpha * change, False
+        else:
+            hess = None
     if not fresh and status != NON_FINITE:
         values, jac = model(x)
-        fun = float(np.max(values))
+        fun = float(values.max())
         weights = lam / float(lam.sum())
-        exact_hessian = (lambda: model.weighted_hessian(x, weights)) if model.quadratic else None
-        lower = _lower_bound(values, jac, weights, mu, exact_hessian)
+        floor = max(floor, model.floor(values, jac))
+        lower = _lower_bound(values, jac, weights, mu, _exact_hessian(model, x, weights, None))
     weights, lower = _pruned_certificate(
-        model, x, values, jac, weights, lower, fun - values, mu, tol, atol
+        model, x, values, jac, weights, lower, fun - values, mu, floor, shift, tol, atol
     )
     if trace.steps and trace.steps[-1] == it and math.isfinite(lower):
         trace.certs[-1] = fun - lower  # the history ends with the returned certificate
@@ -550,15 +756,28 @@ def interior_point(
         "interior_point",
         status,
         x,
-        fun,
+        fun + shift,
         weights,
-        lower,
+        lower + shift,
         it,
         model.nfev,
         trace,
         certified=mu > 0 or model.quadratic,
-        info={"hessian_passes": model.passes, "regularisation": shift},
+        certificate=fun - lower,
+        info={"hessian_passes": model.passes, "regularisation": shift_k},
     )
+
+
+def _exact_hessian(
+    model: _Model, x: Float, weights: Float, current: Float | None
+) -> Callable[[], Float] | None:
+    """``sum_i w_i A_i`` for the exact quadratic bound (``None`` for non-quadratic tasks):
+    ``current`` when it was computed afresh, else one more pass (only when needed)."""
+    if not model.quadratic:
+        return None
+    if current is not None:
+        return lambda: current
+    return lambda: model.weighted_hessian(x, weights)
 
 
 def _pruned_certificate(
@@ -570,6 +789,8 @@ def _pruned_certificate(
     lower: float,
     slack: Float,
     mu: float,
+    floor: float,
+    shift: float,
     tol: float,
     atol: float,
 ) -> tuple[Float, float]:
@@ -578,21 +799,19 @@ def _pruned_certificate(
     if np.array_equal(pruned > 0, weights > 0):
         return weights, lower
     fun = float(np.max(values))
-    goal = max(_target(fun, tol, atol), fun - lower)
-    exact_hessian = (lambda: model.weighted_hessian(x, pruned)) if model.quadratic else None
-    pruned_lower = _lower_bound(values, jac, pruned, mu, exact_hessian, goal)
+    goal = max(_target(fun + shift, fun - floor, tol, atol), fun - lower)
+    pruned_lower = _lower_bound(
+        values, jac, pruned, mu, _exact_hessian(model, x, pruned, None), goal
+    )
     if fun - pruned_lower <= goal:
         return pruned, pruned_lower
     return weights, lower
 
 
-def _merit(values: Float, jac: Float, t: float, slack: Float, lam: Float, centre: float) -> float:
-    """Squared KKT residual of the barrier problem: stationarity in ``x`` and ``t``, the
-    constraints ``L(x) - t + s = 0`` and centrality ``lam * s = centre``."""
-    r_x = lam @ jac
-    r_t = 1.0 - float(lam.sum())
-    r_p = values - t + slack
-    r_c = lam * slack - centre
+def _merit(r_x: Float, r_t: float, r_p: Float, r_c: Float) -> float:
+    """Squared KKT residual of the barrier problem from its parts: stationarity in ``x``
+    (``sum_i lam_i grad L_i``) and ``t`` (``1 - sum_i lam_i``), the constraints
+    ``L(x) - t + s = 0`` and centrality ``lam * s - centre``."""
     return float(r_x @ r_x + r_t * r_t + r_p @ r_p + r_c @ r_c)
 
 
@@ -643,8 +862,10 @@ def gradient_mapping(
     lower, best_weights = -math.inf, np.full(values.shape[0], 1.0 / values.shape[0])
     w: Float | None = None
     momentum, status, it, backtracks = 1.0, BUDGET, 0, 0
+    floor = -math.inf
     for it in range(max_iter + 1):
         fun_y = float(np.max(values))
+        floor = max(floor, _strong_convexity_floor(values, jac, mu))
         if fun_y < best_fun:
             best_x, best_fun = y.copy(), fun_y
         gram = jac @ jac.T
@@ -676,10 +897,10 @@ def gradient_mapping(
         if trace.record(it, y, fun_y, measure, evaluate.nfev):
             status = CALLBACK
             break
-        if best_fun - lower <= _target(best_fun, tol, atol):
+        if best_fun - lower <= _target(best_fun, best_fun - floor, tol, atol):
             status = CONVERGED
             break
-        if mu <= 0 and measure <= _target(fun_y, tol, atol):
+        if mu <= 0 and measure <= _target(fun_y, math.inf, tol, atol):
             status = NO_CERTIFICATE
             break
         if it == max_iter:

@@ -339,6 +339,11 @@ class LeastSquaresTasks(QuadraticTasks):
     + l2 I``, ``c_i = H_i^{-1} X_i'y_i/n_i`` and ``b_i = L_i(c_i)``, so every quadratic
     method applies. Every ``H_i`` must be positive definite (``n_i >= d`` with full rank, or
     ``l2 > 0``). ``sample`` draws ``batch_size`` rows of each task with replacement.
+
+    The tasks are kept as their samples: losses and gradients cost ``O(n_i d)`` per task,
+    and no ``d x d`` matrix per task is formed (``c_i`` and the eigenvalues come from the
+    smaller of ``X_i'X_i`` and the Gram matrix ``X_i X_i'``, by ``(X'X/n + l2 I)^{-1} X'y/n
+    = X'(XX'/n + l2 I)^{-1} y/n``). ``hessian_stack`` is built, once, only when read.
     """
 
     def __init__(
@@ -349,24 +354,92 @@ class LeastSquaresTasks(QuadraticTasks):
         if len(designs) != len(targets) or np.any(counts != y_counts):
             raise ValueError("designs and targets must have the same number of rows per task")
         l2 = _check_nonneg("l2", l2)
-        d = x.shape[2]
-        n = counts.astype(np.float64)
-        h = np.einsum("mni,mnj->mij", x, x) / n[:, None, None] + l2 * np.eye(d)
-        xty = np.einsum("mni,mn->mi", x, y) / n[:, None]
-        try:
-            np.linalg.cholesky(h)
-        except np.linalg.LinAlgError as err:
-            raise ValueError(
-                "every task's X_i'X_i/n_i + l2 I must be positive definite: give n_i >= dim "
-                "samples of full rank, or l2 > 0"
-            ) from err
-        centers = np.linalg.solve(h, xty[..., None])[..., 0]
-        offsets = 0.5 * np.einsum("mn,mn->m", y, y) / n - 0.5 * np.einsum("mi,mi->m", xty, centers)
-        super().__init__(h, centers, offsets)
+        m, _, d = x.shape
+        centers = np.empty((m, d))
+        lowest, highest = np.empty(m), np.empty(m)
+        for i, n in enumerate(counts.tolist()):
+            xi, yi = x[i, :n], y[i, :n]
+            if n >= d:  # H_i = X'X/n + l2 I directly (d x d)
+                h = xi.T @ xi / n + l2 * np.eye(d)
+                eig = np.linalg.eigvalsh(h)
+                lowest[i], highest[i] = eig[0], eig[-1]
+                if eig[0] > 1e-12 * max(eig[-1], 1e-300):
+                    centers[i] = np.linalg.solve(h, xi.T @ yi / n)
+            else:  # d - n eigenvalues are l2; the others l2 + those of the Gram XX'/n
+                gram = xi @ xi.T / n
+                eig = np.linalg.eigvalsh(gram)
+                lowest[i], highest[i] = l2, eig[-1] + l2
+                if l2 > 0:
+                    centers[i] = xi.T @ np.linalg.solve(gram + l2 * np.eye(n), yi / n)
+            if not lowest[i] > 1e-12 * max(highest[i], 1e-300):
+                raise ValueError(
+                    "every task's X_i'X_i/n_i + l2 I must be positive definite: give n_i >= "
+                    f"dim samples of full rank, or l2 > 0 (task {i} has n_i = {n}, dim = {d})"
+                )
         self.designs: Float = x
         self.targets: Float = y
         self.counts: NDArray[np.int64] = counts
         self.l2: float = l2
+        self._inv_n = 1.0 / counts.astype(np.float64)
+        self._samples = x.reshape(-1, d)
+        self.centers = centers
+        self.offsets = self.losses_at(centers)
+        self.mu = float(lowest.min())
+        self.smoothness = float(highest.max())
+        self.noise_scale = 1.0
+
+    def __getattr__(self, name: str) -> Any:
+        """``hessian_stack`` (and the quadratic form's helpers) on first use: ``M d^2``
+        memory, formed only for code that asks for the stack."""
+        if name == "hessian_stack":
+            n = self._inv_n
+            stack = np.einsum("mni,mnj->mij", self.designs, self.designs) * n[:, None, None]
+            stack += self.l2 * np.eye(self.dim)
+            self.__dict__["hessian_stack"] = stack
+            return stack
+        if name == "_a_c":
+            out = self.products(self.centers)
+            self.__dict__["_a_c"] = out
+            return out
+        if name == "_flat":
+            flat = self.hessian_stack.reshape(-1, self.dim)
+            self.__dict__["_flat"] = flat
+            return flat
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _rows(self, residuals: Float) -> Float:
+        """``X_i' r_i / n_i`` for every task ``(M, d)`` from residuals ``(M, n_max)``."""
+        out: Float = np.matmul(residuals[:, None, :], self.designs)[:, 0, :]
+        out *= self._inv_n[:, None]
+        return out
+
+    def products(self, points: Float) -> Float:
+        """``H_i v_i`` for rows ``v_i`` of ``points`` ``(M, d)`` (or one ``v`` for every task)."""
+        v = np.broadcast_to(np.asarray(points, dtype=np.float64), (self.num_tasks, self.dim))
+        proj = np.matmul(self.designs, v[:, :, None])[:, :, 0]
+        out: Float = self._rows(proj) + self.l2 * v
+        return out
+
+    def losses_at(self, points: Float) -> Float:
+        """``L_i(p_i)`` for one point per task (rows of ``points``)."""
+        resid = np.matmul(self.designs, points[:, :, None])[:, :, 0] - self.targets
+        out: Float = 0.5 * np.einsum("mn,mn->m", resid, resid) * self._inv_n
+        out += 0.5 * self.l2 * np.einsum("mi,mi->m", points, points)
+        return out
+
+    def value_and_jacobian(self, x: Float) -> tuple[Float, Float]:
+        """Losses and gradients from the residuals ``X_i x - y_i``: ``O(N d)``."""
+        x = np.asarray(x, dtype=np.float64)
+        resid = (self._samples @ x).reshape(self.num_tasks, -1) - self.targets  # padding: 0
+        values = 0.5 * np.einsum("mn,mn->m", resid, resid) * self._inv_n
+        jac = self._rows(resid)
+        if self.l2:
+            values = values + 0.5 * self.l2 * float(x @ x)
+            jac += self.l2 * x
+        return values, jac
+
+    def jacobian(self, x: Float) -> Float:
+        return self.value_and_jacobian(x)[1]
 
     def sample(self, x: Float, batch_size: int, rng: np.random.Generator) -> tuple[Float, Float]:
         batch_size = _check_pos_int("batch_size", batch_size)

@@ -310,3 +310,27 @@ def test_simplex_qp_warm_start_and_residual() -> None:
 def test_simplex_qp_bad_input(args: tuple[Any, ...], kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         solve_simplex_qp(*args, **kwargs)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_common_offset_does_not_loosen_the_tolerance(algorithm: str) -> None:
+    """Offsets ``b_i + 1e8``: the tolerance is on the part of F that depends on x
+    (``F - min_i b_i``), not on ``|F| ~ 1e8`` (which allowed ``F - F* ~ 0.1``)."""
+    base = mc.problems.random_quadratic(num_tasks=10, dim=20, seed=11, center_scale=3.0)
+    exact_fun = mc.minimize_max(base, tol=1e-13).fun  # F* of the unshifted tasks
+    shift = 1e8
+    prob = mc.problems.QuadraticTasks(base.hessian_stack, base.centers, base.offsets + shift)
+    inner = prob if algorithm == "interior_point" else FirstOrderOnly(prob, mu=1.0, smoothness=10.0)
+    res = mc.minimize_max(inner, algorithm=algorithm)
+    assert res.success, res.message
+    x_part = exact_fun - float(np.min(base.offsets))
+    resolution = 2 * np.spacing(shift)  # F ~ 1e8 is resolved to ~1.5e-8
+    # the returned point is tol-accurate on the x part (F(x) evaluated without the shift)
+    assert float(np.max(base.losses(res.x))) - exact_fun <= 1e-8 * x_part + 1e-15
+    assert res.fun - (exact_fun + shift) <= 1e-8 * x_part + resolution
+    if algorithm == "interior_point":  # knows c = min_i b_i exactly
+        assert res.certificate <= 1e-8 * x_part + resolution
+    else:  # only its strong-convexity bound c >= min_i (L_i - ||grad L_i||^2 / (2 mu))
+        values, jac = prob.losses(res.x), prob.jacobian(res.x)
+        floor = float(np.min(values - np.einsum("mi,mi->m", jac, jac) / 2.0))
+        assert res.certificate <= 1e-8 * (res.fun - floor) + resolution

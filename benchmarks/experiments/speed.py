@@ -18,8 +18,20 @@ single-threaded (BLAS limited to one thread):
 - one evaluation of all ``M`` losses and gradients (the floor: every method needs at
   least one).
 
-Ratios written to the JSON and printed: speed-up of auto over CVXPY, auto time in
-gradient evaluations, and every method's time over auto's. A scaling sweep draws auto's
+Direct anchors (no modelling layer; :func:`minimax_core.reference.conic_form` builds the
+second-order-cone form once with scipy.sparse, :func:`~minimax_core.reference.solve_conic`
+calls the solver): Clarabel, QOCO, ECOS and SCS (those installed; ``pip install
+'taskrobust[bench]'``) on ``L = 10`` for (M, d) in (5, 20), (10, 50), (20, 100), (50, 200),
+(100, 500) (``--quick``: the first two). The repeats of auto and of every solver are
+interleaved (contention from other processes hits all alike); each entry is the best of
+the repeats, in wall time and in CPU time of the process (``time.process_time``: on a
+shared machine the wall time also counts waiting for a core, which inflates runs longer
+than a scheduler slice). A solver whose predicted CPU time (its time at the previous size
+scaled by ``M d^3``) exceeds ``--anchor-cap`` is not run. Relative error: ``(F(x) - F*)/|F*|`` with ``F*`` from auto at ``tol=1e-12``
+(certified).
+
+Ratios written to the JSON and printed: speed-up of auto over CVXPY and over each direct
+solver, auto time in gradient evaluations, and every method's time over auto's. A scaling sweep draws auto's
 time against d (M fixed) and against M (d fixed) on log-log axes, with CVXPY where it
 finishes in under a minute.
 """
@@ -45,6 +57,8 @@ SIZES = ((10, 50), (50, 200), (100, 500))
 SMOOTHNESS = (10.0, 100.0)
 TARGET = 1e-3  # relative gap for the first-order methods
 CVXPY_SCALING_LIMIT = 60.0  # seconds: CVXPY is drawn in the sweep only below this
+ANCHOR_SIZES = ((5, 20), (10, 50), (20, 100), (50, 200), (100, 500))
+ANCHOR_SMOOTHNESS = 10.0
 
 FIRST_ORDER: dict[str, tuple[str, Callable[[float, int], dict[str, Any]]]] = {
     "softmax (fixed step)": ("softmax", lambda tau, m: {"temperature": tau}),
@@ -75,6 +89,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-scaling", action="store_true", help="skip the scaling sweep (table only)"
+    )
+    parser.add_argument(
+        "--anchor-cap",
+        type=float,
+        default=None,
+        help="seconds: a direct solver predicted slower than this is not run (default 60, quick 5)",
+    )
+    parser.add_argument(
+        "--anchor-repeats", type=int, default=None, help="repeats (default 7, quick 5)"
+    )
+    parser.add_argument(
+        "--anchors-only",
+        action="store_true",
+        help="only the direct-anchor table (no CVXPY, first-order methods or sweep)",
     )
 
 
@@ -194,6 +222,172 @@ def _auto_row(res: mc.Result, seconds: float, best: float, grad: float) -> dict[
     }
 
 
+def installed_solvers() -> list[str]:
+    """The direct conic solvers importable here (their packages are optional)."""
+    import importlib.util
+
+    return [s for s in mc.reference.CONIC_SOLVERS if importlib.util.find_spec(s) is not None]
+
+
+def _clocked(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Wall and CPU seconds of one call, and its result."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, out
+
+
+def _anchor_row(
+    m: int,
+    d: int,
+    seed: int,
+    solvers: list[str],
+    repeats: int,
+    skip: dict[str, str],
+    bar: Any,
+) -> dict[str, Any]:
+    """auto and each direct solver on one size, repeats interleaved, best of each."""
+    problem = _problem(m, d, ANCHOR_SMOOTHNESS, seed)
+    optimum = mc.minimize_max(problem, tol=1e-12)
+    best = optimum.fun
+    form = mc.reference.conic_form(problem)
+    names = ["auto", *solvers]
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    last: dict[str, Any] = {}
+    for rep in range(repeats):
+        for name in names:
+            if name in skip:
+                continue
+            if rep > 0 and name != "auto" and min(cpu[name]) > 2.0:
+                continue  # slow: one run is the measurement (the spread is small next to it)
+            if name == "auto":
+                w, c, out = _clocked(lambda: mc.minimize_max(problem))
+            else:
+                w, c, out = _clocked(lambda: mc.reference.solve_conic(form, name))  # noqa: B023
+            wall[name].append(w)
+            cpu[name].append(c)
+            last[name] = out
+        bar.update()
+    auto = last["auto"]
+    row: dict[str, Any] = {
+        "num_tasks": m,
+        "dim": d,
+        "smoothness": ANCHOR_SMOOTHNESS,
+        "optimum": best,
+        "optimum_certificate": optimum.certificate,
+        "build_seconds": form.build_seconds,
+        "auto": {
+            "wall_seconds": min(wall["auto"]),
+            "cpu_seconds": min(cpu["auto"]),
+            "repeats": len(wall["auto"]),
+            "nit": auto.nit,
+            "success": auto.success,
+            "relative_error": (auto.fun - best) / abs(best),
+        },
+        "solvers": {},
+    }
+    for name in solvers:
+        if name in skip:
+            row["solvers"][name] = {"skipped": skip[name]}
+            continue
+        sol = last[name]
+        fun = float(np.max(problem.losses(sol.x))) if np.all(np.isfinite(sol.x)) else math.nan
+        row["solvers"][name] = {
+            "wall_seconds": min(wall[name]),
+            "cpu_seconds": min(cpu[name]),
+            "repeats": len(wall[name]),
+            "status": sol.status,
+            "optimal": sol.optimal,
+            "iterations": sol.iterations,
+            "relative_error": (fun - best) / abs(best),
+            "ratio_wall": min(wall[name]) / min(wall["auto"]),
+            "ratio_cpu": min(cpu[name]) / min(cpu["auto"]),
+        }
+    return row
+
+
+def _anchors(
+    sizes: tuple[tuple[int, int], ...], seed: int, repeats: int, cap: float, bar: Any
+) -> dict[str, Any]:
+    """The direct-anchor table: every installed solver while its predicted time <= cap."""
+    solvers = installed_solvers()
+    rows: list[dict[str, Any]] = []
+    for m, d in sizes:
+        skip: dict[str, str] = {}
+        if rows:
+            prev = rows[-1]
+            growth = (m * d**3) / (prev["num_tasks"] * prev["dim"] ** 3)
+            for name in solvers:
+                entry = prev["solvers"][name]
+                if "skipped" in entry:
+                    skip[name] = entry["skipped"]
+                elif entry["cpu_seconds"] * growth > cap:
+                    skip[name] = (
+                        f"predicted {entry['cpu_seconds'] * growth:.0f} CPU s > cap {cap:g} s"
+                    )
+        rows.append(_anchor_row(m, d, seed, solvers, repeats, skip, bar))
+    missing = [s for s in mc.reference.CONIC_SOLVERS if s not in solvers]
+    return {"solvers": solvers, "not_installed": missing, "cap_seconds": cap, "rows": rows}
+
+
+def _anchor_table(anchors: dict[str, Any]) -> str:
+    solvers = anchors["solvers"]
+    head = "| M, d | auto (wall / CPU) | " + " | ".join(
+        f"{s} (wall / CPU) | {s} / auto (wall, CPU) | {s} rel. error" for s in solvers
+    )
+    lines = [head + " |", "|" + "---|" * (2 + 3 * len(solvers))]
+    for r in anchors["rows"]:
+        a = r["auto"]
+        cells = [
+            f"{r['num_tasks']}, {r['dim']}",
+            f"{_fmt_seconds(a['wall_seconds'])} / {_fmt_seconds(a['cpu_seconds'])}",
+        ]
+        for s in solvers:
+            e = r["solvers"][s]
+            if "skipped" in e:
+                cells += ["not run", e["skipped"], "-"]
+                continue
+            cells += [
+                f"{_fmt_seconds(e['wall_seconds'])} / {_fmt_seconds(e['cpu_seconds'])}",
+                f"{e['ratio_wall']:.1f}x, {e['ratio_cpu']:.1f}x",
+                f"{e['relative_error']:.1e}" + ("" if e["optimal"] else f" ({e['status']})"),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot_anchors(anchors: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    rows = anchors["rows"]
+    labels = [f"{r['num_tasks']}x{r['dim']}" for r in rows]
+    xs = np.arange(len(rows))
+    for ax, key, title in (
+        (axes[0], "wall_seconds", "wall time"),
+        (axes[1], "cpu_seconds", "CPU time of the process"),
+    ):
+        ax.semilogy(xs, [r["auto"][key] for r in rows], "o-", color="black", label="auto")
+        for s in anchors["solvers"]:
+            pts = [
+                (x, r["solvers"][s][key])
+                for x, r in zip(xs, rows, strict=True)
+                if key in r["solvers"][s]
+            ]
+            if pts:
+                ax.semilogy(*zip(*pts, strict=True), "s--", label=f"{s} (direct)")
+        ax.set_xticks(xs, labels)
+        ax.set_xlabel("M x d (random_quadratic, L = 10)")
+        ax.set_ylabel("seconds, one thread, best of repeats")
+        ax.set_title(f"auto vs conic solvers called directly: {title}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 def _scaling(quick: bool, seed: int, bar: Any) -> dict[str, Any]:
     """auto (both engines) and CVXPY (while under a minute) against d and against M."""
     dims = (25, 50, 100, 200) if quick else (25, 50, 100, 200, 400, 800)
@@ -231,21 +425,31 @@ def run(args: argparse.Namespace) -> Report:
     sizes = SIZES[:2] if args.quick else SIZES
     step_cap = args.step_cap or (20000 if args.quick else 50000)
     cap = args.time_cap or (5.0 if args.quick else 20.0)
+    anchor_cap = args.anchor_cap or (5.0 if args.quick else 60.0)
+    anchor_repeats = args.anchor_repeats or (5 if args.quick else 7)
+    if anchor_cap <= 0 or anchor_repeats < 1:
+        raise ValueError("--anchor-cap must be > 0 and --anchor-repeats >= 1")
+    anchor_sizes = ANCHOR_SIZES[:2] if args.quick else ANCHOR_SIZES
     out: Path = args.out
-    scaling_runs = 0 if args.no_scaling else (9 if args.quick else 13)
-    total = len(sizes) * len(SMOOTHNESS) * (2 + len(FIRST_ORDER)) + scaling_runs
+    full = not args.anchors_only
+    scaling_runs = 0 if (args.no_scaling or not full) else (9 if args.quick else 13)
+    table_runs = len(sizes) * len(SMOOTHNESS) * (2 + len(FIRST_ORDER)) if full else 0
+    total = table_runs + scaling_runs + len(anchor_sizes) * anchor_repeats
     rows = []
     with single_threaded(), tqdm(total=total, desc=NAME) as bar:
-        mc.reference.solve_cvxpy(_problem(3, 4, 10.0, args.seed))  # imports, first-call setup
-        for m, d in sizes:
-            for smoothness in SMOOTHNESS:
-                rows.append(_one_size(m, d, smoothness, args.seed, step_cap, cap, bar))
-        scaling = {} if args.no_scaling else _scaling(args.quick, args.seed, bar)
-    targets = _targets(rows)
+        mc.minimize_max(_problem(3, 4, 10.0, args.seed))  # first-call setup
+        anchors = _anchors(anchor_sizes, args.seed, anchor_repeats, anchor_cap, bar)
+        if full:
+            mc.reference.solve_cvxpy(_problem(3, 4, 10.0, args.seed))  # imports
+            for m, d in sizes:
+                for smoothness in SMOOTHNESS:
+                    rows.append(_one_size(m, d, smoothness, args.seed, step_cap, cap, bar))
+        scaling = {} if (args.no_scaling or not full) else _scaling(args.quick, args.seed, bar)
+    targets = {**(_targets(rows) if rows else {}), **_anchor_targets(anchors)}
     payload = {
         "experiment": NAME,
         "config": {
-            "sizes": sizes,
+            "sizes": sizes if full else [],
             "smoothness": SMOOTHNESS,
             "mu": 1.0,
             "seed": args.seed,
@@ -253,29 +457,51 @@ def run(args: argparse.Namespace) -> Report:
             "step_cap": step_cap,
             "time_cap_seconds": cap,
             "threads": 1,
+            "anchor_sizes": anchor_sizes,
+            "anchor_repeats": anchor_repeats,
+            "anchor_cap_seconds": anchor_cap,
         },
         "rows": rows,
+        "anchors": anchors,
         "scaling": scaling,
         "targets": targets,
     }
     json_path = write_json(out / f"{NAME}.json", payload)
-    pngs = [_plot_table(rows, out / f"{NAME}.png")]
+    if full:
+        pngs = [_plot_table(rows, out / f"{NAME}.png")]
+        pngs.append(_plot_anchors(anchors, out / f"{NAME}_anchors.png"))
+    else:
+        pngs = [_plot_anchors(anchors, out / f"{NAME}.png")]
     if scaling:
         pngs.append(_plot_scaling(scaling, out / f"{NAME}_scaling.png"))
-    table = _markdown_table(rows)
-    print(table)
+    anchor_table = _anchor_table(anchors)
+    print(anchor_table)
+    table = _markdown_table(rows) if rows else ""
+    if table:
+        print(table)
     for key, value in targets.items():
         print(f"  {key}: {value}")
+    anchor_png = f"{NAME}_anchors.png" if full else f"{NAME}.png"
+    not_installed = ", ".join(anchors["not_installed"]) or "none"
     md = (
-        f"![speed]({NAME}.png)\n\n"
+        (f"![speed]({NAME}.png)\n\n" if full else "")
+        + f"![anchors]({anchor_png})\n\n"
         + (f"![scaling]({NAME}_scaling.png)\n\n" if scaling else "")
-        + "Single-threaded wall times on `random_quadratic(M, d, mu=1, smoothness=L)`. "
-        "`auto` is the interior-point method (certificate <= 1e-8 relative); `gm` its "
-        "first-order engine for tasks without Hessians. First-order columns: time to a "
-        f"relative gap of {TARGET:g} (capped at {step_cap} steps or {cap:g} s: `>` marks a "
-        "cap, with the best gap reached).\n\n"
-        + table
-        + "\n\nTargets: "
+        + "**Direct anchors** (second-order-cone form built once, solver called without "
+        "CVXPY, one thread; repeats interleaved, best of each; wall and CPU time of the "
+        f"process; not installed: {not_installed}):\n\n"
+        + anchor_table
+        + "\n\n"
+        + (
+            "Single-threaded wall times on `random_quadratic(M, d, mu=1, smoothness=L)`. "
+            "`auto` is the interior-point method (certificate <= 1e-8 relative); `gm` its "
+            "first-order engine for tasks without Hessians. First-order columns: time to a "
+            f"relative gap of {TARGET:g} (capped at {step_cap} steps or {cap:g} s: `>` marks "
+            "a cap, with the best gap reached).\n\n" + table + "\n\n"
+            if table
+            else ""
+        )
+        + "Targets: "
         + ", ".join(f"{k} = {v}" for k, v in targets.items())
         + "\n"
     )
@@ -283,7 +509,33 @@ def run(args: argparse.Namespace) -> Report:
         f"speedup_{r['num_tasks']}x{r['dim']}_L{r['smoothness']:g}": r["speedup_auto_vs_cvxpy"]
         for r in rows
     }
+    for r in anchors["rows"]:
+        entry = r["solvers"].get("clarabel", {})
+        if "ratio_cpu" in entry:
+            headline[f"clarabel_over_auto_cpu_{r['num_tasks']}x{r['dim']}"] = entry["ratio_cpu"]
     return Report(json_path, tuple(pngs), md, headline)
+
+
+def _anchor_targets(anchors: dict[str, Any]) -> dict[str, Any]:
+    """Item 2 of issue 17: at (10, 50) and below, auto at least 30x faster than Clarabel
+    called directly (both clocks reported)."""
+    small = [
+        r["solvers"]["clarabel"]
+        for r in anchors["rows"]
+        if r["num_tasks"] * r["dim"] <= 500 and "ratio_cpu" in r["solvers"].get("clarabel", {})
+    ]
+    if not small:
+        return {}
+    wall = min(e["ratio_wall"] for e in small)
+    cpu = min(e["ratio_cpu"] for e in small)
+    return {
+        "min_clarabel_over_auto_at_10x50_and_below_wall": wall,
+        "min_clarabel_over_auto_at_10x50_and_below_cpu": cpu,
+        "auto_30x_faster_than_clarabel_at_10x50_and_below": bool(min(wall, cpu) >= 30),
+        "auto_worst_relative_error_in_anchor_table": max(
+            r["auto"]["relative_error"] for r in anchors["rows"]
+        ),
+    }
 
 
 def _targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
