@@ -61,7 +61,10 @@ ANCHOR_SIZES = ((5, 20), (10, 50), (20, 100), (50, 200), (100, 500))
 ANCHOR_SMOOTHNESS = 10.0
 
 FIRST_ORDER: dict[str, tuple[str, Callable[[float, int], dict[str, Any]]]] = {
-    "softmax (fixed step)": ("softmax", lambda tau, m: {"temperature": tau}),
+    "softmax (fixed step)": (
+        "softmax",
+        lambda tau, m: {"temperature": tau, "line_search": "fixed"},
+    ),
     "softmax (Armijo)": ("softmax", lambda tau, m: {"temperature": tau, "line_search": "armijo"}),
     "softmax (Armijo + continuation)": (
         "softmax",
