@@ -13,6 +13,10 @@ file                           contents
                                learning-rate schedule, a pure function of the step, so
                                the step is the scheduler's whole state), Python/numpy RNG
                                states, and the SHA-256 of the three files above
+``config.json``                only for a model with ``save_pretrained`` (``transformers``):
+                               its configuration, so the step folder is also a Hugging Face
+                               model folder (``AutoModel*.from_pretrained(step_dir)``); resume
+                               does not read it
 ============================  ==================================================
 
 It is written into a hidden temporary directory that is renamed into place only when
@@ -48,6 +52,7 @@ __all__ = [
     "load_checkpoint",
     "load_model_weights",
     "write_checkpoint",
+    "write_hf_config",
 ]
 
 FORMAT_VERSION = 1
@@ -118,6 +123,23 @@ def find_latest(checkpoint_dir: str | os.PathLike[str]) -> Path | None:
     return found[-1] if found else None
 
 
+def write_hf_config(model: torch.nn.Module, folder: Path) -> list[Path]:
+    """For a ``transformers`` model (one with ``save_pretrained`` and ``config``), write its
+    ``config.json`` (and ``generation_config.json`` when it has one) into ``folder``:
+    beside ``model.safetensors`` (metadata ``format: pt``), the folder is then a Hugging
+    Face model folder. Other models: nothing. Returns the files written."""
+    config = getattr(model, "config", None)
+    if not callable(getattr(model, "save_pretrained", None)) or config is None:
+        return []
+    config.save_pretrained(str(folder))
+    written = [folder / "config.json"]
+    generation = getattr(model, "generation_config", None)
+    if generation is not None and callable(getattr(generation, "save_pretrained", None)):
+        generation.save_pretrained(str(folder))
+        written.append(folder / "generation_config.json")
+    return written
+
+
 def write_checkpoint(
     checkpoint_dir: str | os.PathLike[str],
     *,
@@ -134,7 +156,8 @@ def write_checkpoint(
     final = root / f"step_{step:08d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-step_{step:08d}-"))
     try:
-        save_model(model, str(tmp / "model.safetensors"))
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        write_hf_config(model, tmp)
         torch.save(dict(optimizer_state), tmp / "optimizer.pt")
         cpu_tensors = {k: v.detach().cpu().clone() for k, v in tensors.items()}
         save_file(cpu_tensors, str(tmp / "state.safetensors"))
