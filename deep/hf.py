@@ -360,6 +360,11 @@ class TaskRobustTrainer(Trainer):
         task_ids_key: str = "task_ids",
         **kwargs: Any,
     ) -> None:
+        if not hasattr(Trainer, "loss_is_scaled_for_ga"):  # older Trainers rescale the loss
+            raise ImportError(
+                "TaskRobustTrainer needs a transformers Trainer with loss_is_scaled_for_ga "
+                "(pip install 'taskrobust[hf]': transformers>=5.24)"
+            )
         self.task_robust = TaskRobustCallback(num_tasks, rule, task_names, estimator)
         self.task_loss = masked_lm_task_loss(task_ids_key) if task_loss is None else task_loss
         self.task_ids_key = task_ids_key
