@@ -396,8 +396,8 @@ class TaskRobustTrainer(Trainer):
             logs = {**logs, **self.task_robust.pop_logs()}
         super().log(logs, start_time)
 
-    def _load_from_checkpoint(
-        self, resume_from_checkpoint: str, model: nn.Module | None = None
-    ) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        self.task_robust.load(resume_from_checkpoint)
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """On resume (every rank, every backend, DeepSpeed included): also the rule's state."""
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            self.task_robust.load(checkpoint)
