@@ -52,7 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="folder for pos_bert_large.json")
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="tagged corpus")
-    parser.add_argument("--build-bundle", action="store_true", help="build the bundle (shipped tagged novels + tokenizer)")
+    parser.add_argument(
+        "--build-bundle", action="store_true", help="build the bundle (tagged novels)"
+    )
     parser.add_argument(
         "--corpus", default="austen", help="for --build-bundle: austen or austen-excerpt"
     )
