@@ -87,15 +87,17 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
 
 
 def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
-    """Save a matplotlib figure atomically and close it."""
-    import matplotlib.pyplot as plt
-
+    """Save a matplotlib figure atomically; a pyplot figure is also closed (a
+    ``matplotlib.figure.Figure`` made outside pyplot needs no closing)."""
     path = Path(path)
     try:
         with atomic_path(path, suffix=path.suffix) as tmp:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     finally:
-        plt.close(fig)
+        if getattr(fig.canvas, "manager", None) is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
     return path
 
 

@@ -15,6 +15,10 @@ file                           contents
                                states, the SHA-256 of the three files above, and
                                ``meta_sha256``, the SHA-256 of its own other fields
                                (canonical JSON: sorted keys, no spaces)
+``config.json``                only for a model with ``save_pretrained`` (``transformers``):
+                               its configuration, so the step folder is also a Hugging Face
+                               model folder (``AutoModel*.from_pretrained(step_dir)``); resume
+                               does not read it
 ============================  ==================================================
 
 It is written into a hidden temporary directory that is renamed into place only when
@@ -57,6 +61,7 @@ __all__ = [
     "load_model_weights",
     "meta_int",
     "write_checkpoint",
+    "write_hf_config",
 ]
 
 FORMAT_VERSION = 2
@@ -215,6 +220,23 @@ def find_latest(checkpoint_dir: str | os.PathLike[str]) -> Path | None:
     return latest
 
 
+def write_hf_config(model: torch.nn.Module, folder: Path) -> list[Path]:
+    """For a ``transformers`` model (one with ``save_pretrained`` and ``config``), write its
+    ``config.json`` (and ``generation_config.json`` when it has one) into ``folder``:
+    beside ``model.safetensors`` (metadata ``format: pt``), the folder is then a Hugging
+    Face model folder. Other models: nothing. Returns the files written."""
+    config = getattr(model, "config", None)
+    if not callable(getattr(model, "save_pretrained", None)) or config is None:
+        return []
+    config.save_pretrained(str(folder))
+    written = [folder / "config.json"]
+    generation = getattr(model, "generation_config", None)
+    if generation is not None and callable(getattr(generation, "save_pretrained", None)):
+        generation.save_pretrained(str(folder))
+        written.append(folder / "generation_config.json")
+    return written
+
+
 def write_checkpoint(
     checkpoint_dir: str | os.PathLike[str],
     *,
@@ -231,7 +253,8 @@ def write_checkpoint(
     final = root / f"step_{step:08d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-step_{step:08d}-"))
     try:
-        save_model(model, str(tmp / "model.safetensors"))
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        write_hf_config(model, tmp)
         torch.save(dict(optimizer_state), tmp / "optimizer.pt")
         cpu_tensors = {k: v.detach().cpu().clone() for k, v in tensors.items()}
         save_file(cpu_tensors, str(tmp / "state.safetensors"))

@@ -1,4 +1,10 @@
-"""``plot_history``: per-task losses and weights over training, to PNG."""
+"""``plot_history``: per-task losses and weights over training, to PNG.
+
+Library figures are built with ``matplotlib.figure.Figure`` (no pyplot): they never select or
+switch a backend (a notebook keeps its own), never enter pyplot's figure registry and need no
+closing. :func:`history_figure` returns the Figure; :func:`save_figure` writes any figure
+atomically.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,30 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_history"]
+__all__ = ["history_figure", "new_figure", "plot_history", "save_figure"]
+
+
+def new_figure(**kwargs: Any) -> Any:
+    """A ``matplotlib.figure.Figure(**kwargs)``, outside pyplot (no backend is chosen)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
+    """Write ``fig`` as PNG (or the format of ``path``'s suffix) atomically; returns the path."""
+    import io
+
+    from minimax_core._atomic import atomic_write_bytes
+
+    path = Path(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
+    if getattr(fig.canvas, "manager", None) is not None:  # made by pyplot: release it there
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _load_history(source: Any) -> tuple[dict[str, np.ndarray], list[str] | None]:
@@ -48,18 +77,25 @@ def plot_history(
     title: str | None = None,
     loss_label: str = "per-task mean loss (nats)",
 ) -> Path:
-    """Draw per-task losses (top) and task weights (bottom) against the optimizer step.
+    """:func:`history_figure` written to ``out_png`` atomically; returns the path."""
+    fig = history_figure(source, task_names=task_names, title=title, loss_label=loss_label)
+    return save_figure(fig, out_png)
+
+
+def history_figure(
+    source: Any,
+    *,
+    task_names: Sequence[str] | None = None,
+    title: str | None = None,
+    loss_label: str = "per-task mean loss (nats)",
+) -> Any:
+    """Per-task losses (top) and task weights (bottom) against the optimizer step: a Figure.
 
     ``source`` is a :class:`deep.PretrainResult`, its ``history`` dict, a ``log.jsonl`` file,
     or the ``log_dir`` holding one. ``loss_label`` names the loss axis (give the unit of your
-    loss if it is not a cross-entropy in nats). Writes ``out_png`` atomically and returns its path.
+    loss if it is not a cross-entropy in nats).
     """
     import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from .logs import atomic_write_bytes
 
     history, saved_names = _load_history(source)
     steps = np.asarray(history["step"], dtype=float)
@@ -72,8 +108,10 @@ def plot_history(
     if len(names) != num_tasks:
         raise ValueError(f"task_names must have {num_tasks} names, got {len(names)}")
 
-    colors = plt.get_cmap("tab10" if num_tasks <= 10 else "tab20")(np.arange(num_tasks) % 20)
-    fig, (ax_loss, ax_w) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    cmap = matplotlib.colormaps["tab10" if num_tasks <= 10 else "tab20"]
+    colors = cmap(np.arange(num_tasks) % 20)
+    fig = new_figure(figsize=(8, 6.5))
+    ax_loss, ax_w = fig.subplots(2, 1, sharex=True)
     for i in range(num_tasks):
         ax_loss.plot(steps, losses[:, i], color=colors[i], lw=1.4, label=names[i])
     if "worst_loss" in history and np.any(np.isfinite(history["worst_loss"])):
@@ -88,10 +126,4 @@ def plot_history(
     ax_w.grid(alpha=0.3)
     ax_loss.set_title(title or "Task-robust pre-training: per-task losses and weights")
     fig.tight_layout()
-
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(Path(out_png), buffer.getvalue())
+    return fig

@@ -262,12 +262,7 @@ def plot_report(
 ) -> Path:
     """Grouped bar plot: one group per task plus ``average`` and ``worst task``, one bar per
     method, error bars one standard deviation over seeds; written atomically to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from benchmarks.common import save_figure
+    from .plotting import new_figure, save_figure
 
     keys = [report.task_key(t) for t in report.tasks] + [report.avg_key, report.wg_key]
     labels = [f"{t}\n({report.metrics[t]})" for t in report.tasks]
@@ -275,7 +270,8 @@ def plot_report(
     methods = list(report.methods)
     width = 0.8 / len(methods)
     x = np.arange(len(keys), dtype=float)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(keys) + 2.0), 4.5))
+    fig = new_figure(figsize=(max(6.0, 1.2 * len(keys) + 2.0), 4.5))
+    ax = fig.subplots()
     for j, name in enumerate(methods):
         s = report.methods[name]
         means = np.array([s.mean[k] for k in keys]) * scale

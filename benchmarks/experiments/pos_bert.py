@@ -75,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--corpus",
         choices=("austen-excerpt", "austen", "files"),
         default=None,
-        help="text: shipped excerpt, full Austen (Debian r-cran-janeaustenr), or --text-files",
+        help="text: opening chapters or the full Austen novels (both shipped, already tagged), "
+        "or --text-files (tagged with spaCy: the [tagger] extra)",
     )
     parser.add_argument("--text-files", nargs="*", default=(), help="your .txt[.gz|.xz] files")
     parser.add_argument(

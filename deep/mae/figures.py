@@ -1,15 +1,27 @@
-"""Figures and tables of the multi-modal MAE experiment (matplotlib, written atomically)."""
+"""Figures and tables of the multi-modal MAE experiment.
+
+``*_figure`` functions return a ``matplotlib.figure.Figure`` (built outside pyplot: no backend
+is chosen or switched); ``plot_*`` write it atomically and return the path.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..plotting import new_figure, save_figure
 from .model import MODALITIES
 from .pipeline import PipelineResult
 
-__all__ = ["plot_losses", "plot_reconstructions", "raw_metrics_table"]
+__all__ = [
+    "losses_figure",
+    "plot_losses",
+    "plot_reconstructions",
+    "raw_metrics_table",
+    "reconstructions_figure",
+]
 
 _RAW = (
     ("cls_linear_acc", "cls linear acc", 100.0, True),
@@ -18,15 +30,6 @@ _RAW = (
     ("depth_rmse", "depth RMSE (m)", 1.0, False),
     ("depth_delta1", "depth δ<1.25", 100.0, True),
 )
-
-
-def _pyplot():  # type: ignore[no-untyped-def]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def raw_metrics_table(result: PipelineResult) -> str:
@@ -44,13 +47,21 @@ def raw_metrics_table(result: PipelineResult) -> str:
 
 
 def plot_losses(result: PipelineResult, path: Path) -> Path:
+    """:func:`losses_figure` written to ``path`` atomically."""
+    return save_figure(losses_figure(result), path)
+
+
+def plot_reconstructions(result: PipelineResult, path: Path, max_scenes: int = 3) -> Path:
+    """:func:`reconstructions_figure` written to ``path`` atomically."""
+    return save_figure(reconstructions_figure(result, max_scenes), path)
+
+
+def losses_figure(result: PipelineResult) -> Any:
     """Per-modality pre-training loss over steps (mean over seeds, band = min..max) for
     every method, and the weights the minimax method gave each modality."""
-    from benchmarks.common import save_figure
-
-    plt = _pyplot()
     methods = list(result.histories)
-    fig, axes = plt.subplots(1, len(MODALITIES) + 1, figsize=(4.0 * (len(MODALITIES) + 1), 3.6))
+    fig = new_figure(figsize=(4.0 * (len(MODALITIES) + 1), 3.6))
+    axes = fig.subplots(1, len(MODALITIES) + 1)
     colors = {m: f"C{i}" for i, m in enumerate(methods)}
     for method in methods:
         runs = result.histories[method]
@@ -92,21 +103,21 @@ def plot_losses(result: PipelineResult, path: Path) -> Path:
         "(line: mean; band: min-max)"
     )
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_reconstructions(result: PipelineResult, path: Path, max_scenes: int = 3) -> Path:
+def reconstructions_figure(result: PipelineResult, max_scenes: int = 3) -> Any:
     """Rows: scenes x modalities; columns: masked input, each method's reconstruction
     (first seed), ground truth."""
-    from benchmarks.common import save_figure
+    import matplotlib
 
-    plt = _pyplot()
     methods = [m for m in result.reconstructions if m != "scratch"]
     first = result.reconstructions[methods[0]]
     n = min(max_scenes, first["rgb_truth"].shape[0])
     cols = ["masked input", *(f"{m} reconstruction" for m in methods), "ground truth"]
     rows = len(MODALITIES) * n
-    fig, axes = plt.subplots(rows, len(cols), figsize=(2.0 * len(cols), 2.0 * rows), squeeze=False)
+    fig = new_figure(figsize=(2.0 * len(cols), 2.0 * rows))
+    axes = fig.subplots(rows, len(cols), squeeze=False)
     vmax_depth = float(first["depth_truth"].max())
     num_classes = len(result.class_names)
     for s in range(n):
@@ -139,7 +150,7 @@ def plot_reconstructions(result: PipelineResult, path: Path, max_scenes: int = 3
                     ax.set_ylabel(f"scene {s + 1}\n{m}", fontsize=9)
     from matplotlib.patches import Patch
 
-    cmap = plt.get_cmap("tab10")
+    cmap = matplotlib.colormaps["tab10"]
     top = max(num_classes, 10) - 1
     handles = [Patch(color=cmap(i / top), label=name) for i, name in enumerate(result.class_names)]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8,
@@ -150,4 +161,4 @@ def plot_reconstructions(result: PipelineResult, path: Path, max_scenes: int = 3
         fontsize=10,
     )
     fig.tight_layout(rect=(0.0, 0.05, 1.0, 0.975))
-    return save_figure(fig, path)
+    return fig

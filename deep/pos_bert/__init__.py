@@ -2,10 +2,11 @@
 
 Pipeline, each stage a module:
 
-- :mod:`.corpus`: offline English text (shipped Austen excerpt; the full novels from
-  Debian's ``r-cran-janeaustenr``; or your text files) as paragraphs;
-- :mod:`.tagging`: spaCy sentence splitting and Universal POS tags, cached on disk
-  (``$TASKROBUST_CACHE`` or ``~/.cache/taskrobust``);
+- :mod:`.corpus`: offline English text (Austen's six novels, shipped; or your text files)
+  as paragraphs;
+- :mod:`.tagging`: sentences and Universal POS tags: shipped for Austen (no tagger);
+  spaCy for your text (the ``[tagger]`` extra), cached on disk (``$TASKROBUST_CACHE`` or
+  ``~/.cache/taskrobust``);
 - :mod:`.tokenizer`: a WordPiece tokenizer trained by ``tokenizers``; each word's tag goes
   to all its pieces; sentences packed into ``[CLS] ... [SEP]`` rows;
 - :mod:`.tasks`: UPOS tags grouped into M tasks (default NOUN, VERB, ADJ, ADV, PRON, DET,
@@ -21,7 +22,7 @@ Pipeline, each stage a module:
 Quick use::
 
     from deep.pos_bert.pipeline import DataConfig, PretrainConfig, prepare_data, pretrain_pos_bert
-    data = prepare_data(DataConfig())                      # shipped excerpt, cached
+    data = prepare_data(DataConfig())                      # shipped, already tagged
     run = pretrain_pos_bert(data, "minimax", PretrainConfig(steps=300), seed=0, out_dir="ckpt")
     run.checkpoint                                         # BertForMaskedLM.from_pretrained(...)
 """

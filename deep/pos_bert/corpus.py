@@ -2,14 +2,18 @@
 
 A corpus is a tuple of :class:`Document` (a name and its paragraphs). Three sources:
 
-- ``"austen-excerpt"`` (default): the opening chapters of Jane Austen's six novels
-  (public domain; text as packaged by the MIT-licensed R package ``janeaustenr``), shipped
-  with this package in ``deep/pos_bert/data/`` (about 150k words, xz-compressed).
-- ``"austen"``: the six complete novels (about 720k words) from Debian's
-  ``r-cran-janeaustenr``: read from an installed R library, or fetched with
-  ``apt-get download`` + ``dpkg-deb -x`` into the cache and decoded with PyPI ``rdata``.
+- ``"austen"``: Jane Austen's six complete novels (about 720k words; public domain, text as
+  packaged by the MIT-licensed R package ``janeaustenr``), shipped with this package
+  already POS-tagged (``deep/pos_bert/data/austen-upos.txt.xz``, 1.5 MB): no tagger, no
+  download.
+- ``"austen-excerpt"`` (default): their opening chapters, the first whole paragraphs of each
+  novel up to 20,000 words (about 120k words), cut from the same shipped file.
 - text files: each file (``.txt``, ``.txt.gz``, ``.txt.xz``) is one document whose
   paragraphs are separated by blank lines; hard-wrapped lines inside a paragraph are joined.
+
+:func:`load_janeaustenr` reads the novels from Debian's ``r-cran-janeaustenr`` (an installed
+R library, or ``apt-get download`` + ``dpkg-deb -x`` into the cache, decoded with PyPI
+``rdata``): the source the shipped file was made from (``data/README.md``).
 """
 
 from __future__ import annotations
@@ -26,27 +30,31 @@ import tempfile
 import warnings
 import zlib
 from collections.abc import Iterable, Sequence
+from functools import cache
 from pathlib import Path
-from typing import NamedTuple
-
-from minimax_core._atomic import atomic_path
+from typing import Any, NamedTuple
 
 __all__ = [
+    "AUSTEN_EXCERPT_WORDS",
     "AUSTEN_NOVELS",
+    "AUSTEN_TAGGED",
+    "CORPORA",
     "DATA_DIR",
     "Document",
     "cache_dir",
     "corpus_fingerprint",
+    "load_austen",
     "load_austen_excerpt",
     "load_corpus",
     "load_janeaustenr",
     "load_text_files",
     "paragraphs_from_lines",
     "truncate_documents",
-    "write_excerpt",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
+AUSTEN_TAGGED = DATA_DIR / "austen-upos.txt.xz"
+AUSTEN_EXCERPT_WORDS = 20_000
 AUSTEN_NOVELS = (
     "sensesensibility",
     "prideprejudice",
@@ -165,9 +173,25 @@ def load_text_files(paths: Sequence[str | Path]) -> tuple[Document, ...]:
     return tuple(docs)
 
 
+def load_austen() -> tuple[Document, ...]:
+    """The six novels, in publication order, from the shipped tagged file (no tagger)."""
+    return _shipped_austen()[1]
+
+
 def load_austen_excerpt() -> tuple[Document, ...]:
-    """The shipped opening chapters of the six novels (``deep/pos_bert/data/*.txt.xz``)."""
-    return load_text_files([DATA_DIR / f"{name}.txt.xz" for name in AUSTEN_NOVELS])
+    """The opening chapters: each novel's first whole paragraphs up to 20,000 words."""
+    return truncate_documents(load_austen(), AUSTEN_EXCERPT_WORDS)
+
+
+@cache
+def _shipped_austen() -> tuple[Any, tuple[Document, ...]]:
+    """``(TaggedCorpus, documents)`` of the shipped file, read once per process."""
+    from .tagging import load_tagged_text
+
+    corpus, documents = load_tagged_text(AUSTEN_TAGGED)
+    if tuple(d.name for d in documents) != AUSTEN_NOVELS:
+        raise ValueError(f"{AUSTEN_TAGGED} holds {[d.name for d in documents]}, not the six novels")
+    return corpus, documents
 
 
 def _rdata_vectors(data_dir: Path) -> dict[str, list[str]]:
@@ -206,9 +230,9 @@ def _fetch_janeaustenr_deb(target: Path) -> Path:
     for tool in ("apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
             raise RuntimeError(
-                f"the full Austen corpus needs Debian's '{tool}' to fetch r-cran-janeaustenr; "
-                "on another system use the shipped excerpt (corpus='austen-excerpt') or your "
-                "own text files"
+                f"reading janeaustenr needs Debian's '{tool}' to fetch r-cran-janeaustenr; "
+                "the novels are also shipped, already tagged (corpus='austen' or "
+                "'austen-excerpt', deep.pos_bert.corpus.load_austen())"
             )
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
@@ -274,10 +298,13 @@ def load_janeaustenr(source: str | Path | None = None) -> tuple[Document, ...]:
     return tuple(Document(n, paragraphs_from_lines(vectors[n])) for n in AUSTEN_NOVELS)
 
 
+CORPORA = ("austen-excerpt", "austen", "files")
+
+
 def load_corpus(
     corpus: str = "austen-excerpt", text_files: Sequence[str | Path] = ()
 ) -> tuple[Document, ...]:
-    """``corpus`` is ``"austen-excerpt"`` (shipped), ``"austen"`` (Debian) or ``"files"``."""
+    """``corpus`` is ``"austen-excerpt"`` or ``"austen"`` (both shipped) or ``"files"``."""
     if corpus == "files":
         return load_text_files(text_files)
     if text_files:
@@ -285,8 +312,8 @@ def load_corpus(
     if corpus == "austen-excerpt":
         return load_austen_excerpt()
     if corpus == "austen":
-        return load_janeaustenr()
-    raise ValueError(f"corpus must be 'austen-excerpt', 'austen' or 'files', got {corpus!r}")
+        return load_austen()
+    raise ValueError(f"corpus must be one of {CORPORA}, got {corpus!r}")
 
 
 def corpus_fingerprint(documents: Sequence[Document]) -> str:
@@ -312,24 +339,3 @@ def truncate_documents(documents: Sequence[Document], max_words: int) -> tuple[D
             words += len(p.split())
         out.append(Document(doc.name, tuple(kept)))
     return tuple(out)
-
-
-def write_excerpt(
-    documents: Sequence[Document], out_dir: Path, words_per_document: int = 25_000
-) -> list[Path]:
-    """Write the first whole paragraphs of each document, up to ``words_per_document``
-    words, as ``NAME.txt.xz`` (paragraphs separated by blank lines): how the shipped
-    excerpt was made, from :func:`load_janeaustenr`."""
-    if words_per_document < 1:
-        raise ValueError(f"words_per_document must be >= 1, got {words_per_document}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for doc in truncate_documents(documents, words_per_document):
-        path = out_dir / f"{doc.name}.txt.xz"
-        with (
-            atomic_path(path) as tmp,
-            lzma.open(tmp, "wt", encoding="utf-8", preset=9 | lzma.PRESET_EXTREME) as fh,
-        ):
-            fh.write("\n\n".join(doc.paragraphs) + "\n")
-        paths.append(path)
-    return paths

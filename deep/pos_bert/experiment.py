@@ -374,17 +374,15 @@ def pretraining_figure(payload: dict[str, Any], path: Path) -> Path:
 
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from benchmarks.common import save_figure
+    from ..plotting import new_figure, save_figure
 
     names = payload["pos_tasks"]
     methods = list(payload["pretraining"])
     if any(len(payload["pretraining"][m]["curve_step"][0]) == 0 for m in methods):
         raise ValueError("no per-POS loss was logged (fewer steps than log_every?)")
-    fig, axes = plt.subplots(1, len(methods) + 1, figsize=(4.2 * (len(methods) + 1), 4.2))
-    colors = plt.get_cmap("tab10")
+    fig = new_figure(figsize=(4.2 * (len(methods) + 1), 4.2))
+    axes = fig.subplots(1, len(methods) + 1)
+    colors = matplotlib.colormaps["tab10"]
     styles = {"minimax": "-", "average": "--", "mlm": ":"}
     smoothed = {}  # method -> (steps, per-POS curves: mean over seeds, smoothed)
     for method in methods:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from minimax_core._atomic import atomic_path
 
-from .corpus import cache_dir, load_corpus, truncate_documents
+from .corpus import AUSTEN_EXCERPT_WORDS, cache_dir, load_corpus, truncate_documents
 from .masking import MaskingConfig, MlmBatches
 from .model import (
     MaskedPositionsMLM,
@@ -42,7 +42,7 @@ from .model import (
     save_pretrained_atomic,
 )
 from .suite import is_heldout
-from .tagging import TaggedCorpus, Tagger, build_tagged_corpus
+from .tagging import TaggedCorpus, Tagger, build_tagged_corpus, load_tagged_austen
 from .tasks import PosTasks, parse_tasks, single_task
 from .tokenizer import EncodedCorpus, build_tokenizer, hf_tokenizer, load_tokenizer, pack_sequences
 
@@ -121,13 +121,23 @@ def _encode(
 def prepare_data(
     config: DataConfig = DataConfig(), *, tagger: Tagger | None = None, progress: bool = True
 ) -> PosBertData:
-    """Load, tag (cached), train the tokenizer (cached) and pack the corpus."""
-    documents = load_corpus(config.corpus, config.text_files)
-    if config.words_per_document is not None:
-        documents = truncate_documents(documents, config.words_per_document)
-    corpus = build_tagged_corpus(
-        documents, tagger=tagger, cache=config.cache_folder, progress=progress
-    )
+    """Load and tag the corpus, train the tokenizer (cached) and pack the corpus.
+
+    The Austen corpora come tagged with the package (no tagger); ``corpus="files"`` (or any
+    corpus with an explicit ``tagger``) is tagged once and cached.
+    """
+    if config.corpus in ("austen", "austen-excerpt") and tagger is None and not config.text_files:
+        words = config.words_per_document
+        if config.corpus == "austen-excerpt":
+            words = min(words or AUSTEN_EXCERPT_WORDS, AUSTEN_EXCERPT_WORDS)
+        corpus = load_tagged_austen(words)
+    else:
+        documents = load_corpus(config.corpus, config.text_files)
+        if config.words_per_document is not None:
+            documents = truncate_documents(documents, config.words_per_document)
+        corpus = build_tagged_corpus(
+            documents, tagger=tagger, cache=config.cache_folder, progress=progress
+        )
     tokenizer = build_tokenizer(corpus, config.vocab_size, cache=config.cache_folder)
     train, heldout = _encode(corpus, tokenizer, config.max_len)
     return PosBertData(corpus, tokenizer, train, heldout)

