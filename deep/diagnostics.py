@@ -72,7 +72,9 @@ __all__ = [
     "CollectedLosses",
     "ConvexFit",
     "collect_losses",
+    "ProbeResult",
     "fit_convex_combination",
+    "linear_probe",
     "linear_probe_loss",
 ]
 
@@ -298,6 +300,14 @@ def fit_convex_combination(
 # ----------------------------------------------------------------------------- probes
 
 
+class ProbeResult(NamedTuple):
+    """``loss`` on the dev rows (cross-entropy in nats, or mean squared error) and the dev
+    ``predictions`` (class indices, or values)."""
+
+    loss: float
+    predictions: np.ndarray
+
+
 def linear_probe_loss(
     train_x: Any,
     train_y: Any,
@@ -308,12 +318,29 @@ def linear_probe_loss(
     l2: float = 1e-3,
     max_iter: int = 100,
 ) -> float:
-    """Held-out loss of the best linear head on frozen features (a loss of the features).
+    """Held-out loss of the best linear head on frozen features: :func:`linear_probe`'s
+    ``loss``."""
+    return linear_probe(
+        train_x, train_y, dev_x, dev_y, num_labels=num_labels, l2=l2, max_iter=max_iter
+    ).loss
+
+
+def linear_probe(
+    train_x: Any,
+    train_y: Any,
+    dev_x: Any,
+    dev_y: Any,
+    *,
+    num_labels: int,
+    l2: float = 1e-3,
+    max_iter: int = 100,
+) -> ProbeResult:
+    """The best linear head on frozen features, scored on dev rows (a loss of the features).
 
     Features are standardised with the training statistics. ``num_labels >= 2``: multinomial
     logistic regression minimising ``mean CE + l2 ||W||^2`` by L-BFGS (float64, from zero:
-    deterministic); returns the mean dev cross-entropy (nats). ``num_labels == 1``: ridge
-    regression ``min mean (x'w + b - y)^2 + l2 ||w||^2`` in closed form; returns the dev
+    deterministic); the loss is the mean dev cross-entropy (nats). ``num_labels == 1``: ridge
+    regression ``min mean (x'w + b - y)^2 + l2 ||w||^2`` in closed form; the loss is the dev
     mean squared error.
     """
     xa = torch.as_tensor(np.asarray(train_x), dtype=torch.float64)
@@ -339,7 +366,7 @@ def linear_probe_loss(
         reg[-1, -1] = 0.0
         coef = torch.linalg.solve(ones_a.T @ ones_a + reg, ones_a.T @ ya.double())
         pred = torch.cat([b, torch.ones(len(b), 1, dtype=b.dtype)], 1) @ coef
-        return float((pred - yb.double()).square().mean())
+        return ProbeResult(float((pred - yb.double()).square().mean()), pred.numpy())
     labels_a, labels_b = ya.long(), yb.long()
     if int(labels_a.min()) < 0 or int(max(labels_a.max(), labels_b.max())) >= num_labels:
         raise ValueError(f"labels must be class indices in [0, {num_labels})")
@@ -356,7 +383,9 @@ def linear_probe_loss(
     with torch.enable_grad():
         opt.step(closure)
     with torch.no_grad():
-        return float(torch.nn.functional.cross_entropy(b @ w + bias, labels_b))
+        logits = b @ w + bias
+        loss = float(torch.nn.functional.cross_entropy(logits, labels_b))
+        return ProbeResult(loss, logits.argmax(dim=1).numpy())
 
 
 # ----------------------------------------------------------------------------- collecting
