@@ -71,8 +71,8 @@ from minimax_core.simplex_qp import solve_simplex_qp
 __all__ = [
     "CollectedLosses",
     "ConvexFit",
-    "collect_losses",
     "ProbeResult",
+    "collect_losses",
     "fit_convex_combination",
     "linear_probe",
     "linear_probe_loss",

@@ -23,8 +23,9 @@ t-interval over seeds.
 The diagnostic's R^2 for a choice: the probe loss of each downstream task fitted against
 that choice's upstream losses (:func:`deep.diagnostics.fit_convex_combination`, intercept
 and scale) over one shared set of parameter points per family: the 18 pre-trained models of
-the family, the 3 initial (or from-scratch) models and 6 perturbations of two of them (27
-points), so that the choices are compared on the same points. A coarser POS grouping's
+the family, the 3 initial (from-scratch) models and 4 perturbations (relative noise 0.02 and
+0.1 on the seed-0 minimax and average models of the default or all-modality choice): 25
+points, the same for every choice of the family. A coarser POS grouping's
 losses are token-weighted means of the tags' losses (``PosTasks.combine``) and a modality
 subset's are a subset of the columns, so in-sample R^2 can only grow with the finer
 choice; the held-out ``r2_cv`` (leave one seed's models out) is the comparison that does

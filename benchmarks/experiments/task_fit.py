@@ -114,9 +114,14 @@ def checkpoint_groups(run: str, count: int, block: int = 3) -> list[str]:
 
 
 def fit_table(fits: dict[str, Any], upstream_names: list[str]) -> str:
-    """Markdown: one row per downstream task with weights (and 95% interval), R^2s, residual."""
-    head = "| downstream | " + " | ".join(upstream_names) + " | R² | R² (held out) | residual RMS |"
-    lines = [head, "|---|" + "---|" * (len(upstream_names) + 3)]
+    """Markdown: one row per downstream task with weights (and 95% interval), the scale
+    (1 when not fitted; near 0 the weights mean nothing), R^2s, residual."""
+    head = (
+        "| downstream | "
+        + " | ".join(upstream_names)
+        + " | scale s | R² | R² (held out) | residual RMS |"
+    )
+    lines = [head, "|---|" + "---|" * (len(upstream_names) + 4)]
     for name, fit in fits.items():
         cells = [
             f"{w:.2f} [{lo:.2f}, {hi:.2f}]"
@@ -125,7 +130,7 @@ def fit_table(fits: dict[str, Any], upstream_names: list[str]) -> str:
         lines.append(
             f"| {name} | "
             + " | ".join(cells)
-            + f" | {fit.r2:.3f} | {fit.r2_cv:.3f} | {fit.residual_rms:.3g} |"
+            + f" | {fit.scale:.3g} | {fit.r2:.3f} | {fit.r2_cv:.3f} | {fit.residual_rms:.3g} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -537,16 +542,15 @@ def _mae_setting(profile: dict[str, Any], log: Any) -> dict[str, Any]:
     t0 = time.perf_counter()
     setup = mae_setup(profile)
     errors: dict[str, list[float]] = {"classification": [], "segmentation": [], "depth": []}
-    last: dict[str, dict[str, tuple[float, float]]] = {}
+    last: list[Any] = [None, None]  # the model last probed (held, so never confused) and its probes
 
     def probes_at(model: Any) -> dict[str, tuple[float, float]]:
-        key = str(id(model))
-        if key not in last:
-            last.clear()
-            last[key] = scene_probes(model, setup["probe"])
-            for k, (_, e) in last[key].items():
+        if last[0] is not model:
+            last[:] = [model, scene_probes(model, setup["probe"])]
+            for k, (_, e) in last[1].items():
                 errors[k].append(e)
-        return last[key]
+        out: dict[str, tuple[float, float]] = last[1]
+        return out
 
     def task(name: str) -> Any:
         return lambda model: probes_at(model)[name][0]
@@ -731,7 +735,7 @@ def _figure(settings: dict[str, dict[str, Any]], path: Path) -> Path:
                 width,
                 yerr=np.maximum(err, 0),
                 capsize=2,
-                label=f"{task} (R² {fit.r2:.2f}, held out {fit.r2_cv:.2f})",
+                label=f"{task} (R² {fit.r2:.2f}, held out {fit.r2_cv:.2f}, s {fit.scale:.2g})",
             )
         if "true_weights" in s:
             for j, lam in enumerate(s["true_weights"].values()):
