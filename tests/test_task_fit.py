@@ -156,7 +156,16 @@ def test_task_fit_planted_setting_end_to_end(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(
         task_fit.PLANTED_PROFILES,
         "quick",
-        dict(train=256, heldout=128, steps=20, every=5, batch_size=32, directions=1, mixtures=2),
+        dict(
+            train=256,
+            heldout=128,
+            steps=20,
+            every=5,
+            batch_size=32,
+            directions=1,
+            bias_directions=1,
+            mixtures=2,
+        ),
     )
     args = argparse.Namespace(
         quick=True, out=tmp_path, settings="planted", glue_dir=None, glue_tasks="", threads=1
