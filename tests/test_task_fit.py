@@ -177,6 +177,9 @@ def test_task_fit_planted_setting_end_to_end(tmp_path, monkeypatch) -> None:
     for name in ("mixture-0", "mixture-1"):
         assert fits[name]["r2"] > 0.95 and fits[name]["r2_cv"] > 0.9
         assert sum(fits[name]["weights"]) == pytest.approx(1.0)
+    # where the identity is exact (the mixture's own set), the fit returns the token shares
+    for check in payload["settings"]["planted"]["same_set_check"].values():
+        assert check["max_error_vs_shares"] < 0.01 and check["r2"] > 0.999
     control = fits["control: mixture-0 shuffled"]
     assert control["r2_cv"] < 0.3
     with pytest.raises(ValueError, match="--settings"):

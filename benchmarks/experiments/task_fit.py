@@ -642,7 +642,11 @@ def _planted(profile_name: str, log: Any) -> dict[str, Any]:
     of nearly collinear columns. ``recovered_within_0.1`` in the JSON records the outcome. The fit has no intercept and no scale, as the paper states the
     assumption, and must recover ``lambda_j`` (the mixture corpus's realised category
     shares are reported too). Negative control: the first mixture's losses shuffled across
-    the points (the same values, no relation to the upstream losses)."""
+    the points (the same values, no relation to the upstream losses). Same-set check: each
+    mixture's loss fitted against the per-category losses of its *own* held-out set, where
+    ``y = sum_c (n_c / n) L_c`` holds exactly (``n_c``: masked tokens of category ``c``): the
+    fit must return the masked-token shares; what separates the two fits is the sampling
+    noise between held-out sets."""
     import deep
     from deep.diagnostics import collect_losses, fit_convex_combination
     from deep.planted.language import (
@@ -718,12 +722,43 @@ def _planted(profile_name: str, log: Any) -> dict[str, Any]:
         bias, bias_groups = output_bias_points(finals["average"], profile["bias_directions"])
         groups += bias_groups
         log(f"   planted: pre-trained 2 runs in {time.perf_counter() - t0:.0f} s; evaluating")
+        sets = {"upstream": upstream_set, **mix_sets}
+        last: list[Any] = [None, None]  # the model last evaluated (held) and its losses
+
+        def losses_at(model: Any) -> dict[str, Any]:
+            if last[0] is not model:
+                last[:] = [model, {n: category_losses(model, st) for n, st in sets.items()}]
+            out: dict[str, Any] = last[1]
+            return out
+
+        def upstream(model: Any) -> np.ndarray:
+            # per-category losses of the upstream set, then of every mixture set (for the
+            # same-set check; a category absent from a set gets the upstream set's value,
+            # its weight there is 0)
+            got = losses_at(model)
+            base = got["upstream"].losses
+            return np.concatenate(
+                [np.where(np.isnan(got[n].losses), base, got[n].losses) for n in sets]
+            )
+
         collected = collect_losses(
             [make_model(grammar, seed=0), *roots, *pert, *bias],
-            lambda m: category_losses(m, upstream_set).losses,
-            {n: (lambda m, s=s: category_losses(m, s).token_mean) for n, s in mix_sets.items()},
+            upstream,
+            {n: (lambda m, n=n: losses_at(m)[n].token_mean) for n in mix_sets},
             model=make_model(grammar, seed=0),
         )
+        mask_shares = {n: st.counts / st.counts.sum() for n, st in mix_sets.items()}
+    own = {n: collected.upstream[:, (j + 1) * k : (j + 2) * k] for j, n in enumerate(mix_sets)}
+    collected = collected._replace(upstream=collected.upstream[:, :k])
+    same_set = {}
+    for n in mix_sets:
+        fit = fit_convex_combination(own[n], collected.column(n), groups=groups, bootstrap=0)
+        same_set[n] = {
+            "weights": fit.weights,
+            "masked_token_shares": mask_shares[n],
+            "max_error_vs_shares": float(np.max(np.abs(fit.weights - mask_shares[n]))),
+            "r2": fit.r2,
+        }
     targets = {n: collected.column(n) for n in collected.downstream_names}
     control = np.random.default_rng(7).permutation(targets["mixture-0"])
     targets["control: mixture-0 shuffled"] = control
@@ -735,6 +770,9 @@ def _planted(profile_name: str, log: Any) -> dict[str, Any]:
     log(
         "   planted: largest weight error per mixture "
         + ", ".join(f"{n} {e:.3f}" for n, e in errors.items())
+        + "; same-set check (upstream losses of the mixture's own held-out set, vs its masked-"
+        + "token shares): "
+        + ", ".join(f"{n} {c['max_error_vs_shares']:.2g}" for n, c in same_set.items())
     )
     return {
         "upstream_names": list(grammar.category_names),
@@ -746,6 +784,7 @@ def _planted(profile_name: str, log: Any) -> dict[str, Any]:
         "realised_shares": shares,
         "max_weight_error": errors,
         "recovered_within_0.1": bool(max(errors.values()) <= 0.1),
+        "same_set_check": same_set,
         "fits": fits,
         "fit_options": "no intercept, no scale (y ~ U lambda, as the paper states it)",
         "seconds": time.perf_counter() - t0,
