@@ -93,9 +93,12 @@ def _eqp_direction(hess: Float, grad: Float, scale: float) -> tuple[Float, bool]
     # flat directions of P Q P: the ones vector (coef 0 since g sums to 0) and the null
     # space of Q within 1'p = 0; a nonzero slope there is an unbounded descent ray
     ray: Float = -(evecs[:, flat] @ coef[flat])
+    ray -= ray.mean()  # the ones vector is flat too; its rounding-level coefficient is no ray
     g_norm = float(np.linalg.norm(g))
-    if g_norm > 0 and float(np.linalg.norm(ray)) > 1e-9 * g_norm:
-        return ray - ray.mean(), True
+    if g_norm <= 1e-14 * scale:  # grad is constant on F up to rounding: stationary
+        return np.zeros(k), False
+    if float(np.linalg.norm(ray)) > 1e-9 * g_norm:
+        return ray, True
     step: Float = -(evecs[:, ~flat] @ (coef[~flat] / evals[~flat]))
     return step - step.mean(), False
 

@@ -11,11 +11,16 @@ patches with no valid pixel are left out. ``deep.task_means`` reduces the items 
 mean per modality, so ``L_i`` is the mean loss over the hidden patches of modality ``i``.
 With standardised targets, predicting the mean gives an RGB or depth loss of about 1 and
 a uniform semantic guess ``log C``: the modalities start on comparable scales.
+
+Modality subsets (choosing the upstream tasks): with ``SceneBatches(modalities=("rgb",
+"depth"))`` the other modalities are hidden in every sample (never input; the visible
+tokens are drawn among the subset's tokens only), and :func:`subset_task_loss` keeps only
+the subset's patches, task ``k`` being ``modalities[k]``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -31,8 +36,10 @@ from .scenes import Scenes
 __all__ = [
     "MAEBatch",
     "SceneBatches",
+    "check_modalities",
     "modality_task_loss",
     "per_patch_losses",
+    "subset_task_loss",
 ]
 
 
@@ -108,6 +115,36 @@ def modality_task_loss(model: MultiModalMAE, batch: MAEBatch) -> tuple[Tensor, T
     return per_patch_losses(out)
 
 
+def check_modalities(modalities: tuple[str, ...]) -> tuple[str, ...]:
+    """A non-empty tuple of distinct modality names, in :data:`MODALITIES` order."""
+    mods = tuple(modalities)
+    if not mods or len(set(mods)) != len(mods) or any(m not in MODALITIES for m in mods):
+        raise ValueError(
+            f"modalities must be distinct names from {MODALITIES} (at least one), got {mods!r}"
+        )
+    return tuple(m for m in MODALITIES if m in mods)
+
+
+def subset_task_loss(
+    modalities: tuple[str, ...],
+) -> Callable[[MultiModalMAE, MAEBatch], tuple[Tensor, Tensor]]:
+    """The ``task_loss`` of ``deep.pretrain`` on a subset of the modalities: the patches of
+    the other modalities are dropped and task ``k`` is ``modalities[k]`` (in
+    :data:`MODALITIES` order)."""
+    mods = check_modalities(modalities)
+    remap = torch.full((len(MODALITIES),), -1, dtype=torch.long)
+    for k, m in enumerate(mods):
+        remap[MODALITIES.index(m)] = k
+
+    def task_loss(model: MultiModalMAE, batch: MAEBatch) -> tuple[Tensor, Tensor]:
+        values, ids = modality_task_loss(model, batch)
+        new = remap.to(ids.device)[ids]
+        keep = new >= 0
+        return values[keep], new[keep]
+
+    return task_loss
+
+
 @dataclass(frozen=True)
 class SceneBatches:
     """Endless shuffled mini-batches of ``scenes`` with fresh random masks (CPU tensors).
@@ -126,8 +163,11 @@ class SceneBatches:
     patch_size: int
     seed: int = 0
     mask_alpha: float | None = None
+    modalities: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.modalities is not None:
+            check_modalities(self.modalities)
         n = len(self.scenes)
         bs = self.batch_size
         if isinstance(bs, bool) or not isinstance(bs, int) or not 1 <= bs <= n:
@@ -138,12 +178,35 @@ class SceneBatches:
         if self.patch_size < 1 or size % self.patch_size:
             raise ValueError(f"patch_size ({self.patch_size}) must divide the image size ({size})")
         num_visible(self.num_tokens, self.mask_ratio)  # validates mask_ratio
+        num_visible(self._subset_tokens, self.mask_ratio)
         if self.mask_alpha is not None and not self.mask_alpha > 0:
             raise ValueError(f"mask_alpha must be None or > 0, got {self.mask_alpha!r}")
 
     @property
     def num_tokens(self) -> int:
         return len(MODALITIES) * (self.scenes.rgb.shape[-1] // self.patch_size) ** 2
+
+    @property
+    def _subset_index(self) -> list[int]:
+        mods = MODALITIES if self.modalities is None else check_modalities(self.modalities)
+        return [MODALITIES.index(m) for m in mods]
+
+    @property
+    def _subset_tokens(self) -> int:
+        return len(self._subset_index) * self.num_tokens // len(MODALITIES)
+
+    def _mask(self, rng: np.random.Generator) -> np.ndarray:
+        bs, m = self.batch_size, len(MODALITIES)
+        if self.modalities is None:
+            return random_mask(bs, self.num_tokens, self.mask_ratio, rng, m, self.mask_alpha)
+        index = self._subset_index
+        p = self.num_tokens // m
+        sub = random_mask(
+            bs, self._subset_tokens, self.mask_ratio, rng, len(index), self.mask_alpha
+        ).reshape(bs, len(index), p)
+        full = np.ones((bs, m, p), dtype=bool)  # the other modalities: always hidden
+        full[:, index] = sub
+        return full.reshape(bs, self.num_tokens)
 
     def __iter__(self) -> Iterator[MAEBatch]:
         n, bs = len(self.scenes), self.batch_size
@@ -155,8 +218,5 @@ class SceneBatches:
             order = torch.from_numpy(rng.permutation(n))
             for start in range(0, n - bs + 1, bs):
                 idx = order[start : start + bs]
-                mask = random_mask(
-                    bs, self.num_tokens, self.mask_ratio, rng, len(MODALITIES), self.mask_alpha
-                )
-                m = torch.from_numpy(mask)
+                m = torch.from_numpy(self._mask(rng))
                 yield MAEBatch(rgb[idx], depth[idx], semantic[idx], m, visible_indices(m))

@@ -225,9 +225,11 @@ def heldout_pos_losses(
     seed: int = 12345,
     config: MaskingConfig | None = None,
     device: torch.device | None = None,
-) -> np.ndarray:
+    return_counts: bool = False,
+) -> Any:
     """Mean MLM loss per POS task on the held-out rows, with masks fixed by ``seed`` (the
-    same masked tokens for every model). NaN for a task with no masked token."""
+    same masked tokens for every model). NaN for a task with no masked token. With
+    ``return_counts``: ``(losses, counts)``, the masked tokens per task too."""
     device = device or next(model.parameters()).device
     stream = MlmBatches(
         data.heldout,
@@ -254,7 +256,8 @@ def heldout_pos_losses(
             )
     model.train(was_training)
     out = (sums / counts.clamp_min(1)).numpy()
-    return np.where(counts.numpy() > 0, out, np.nan)
+    losses = np.where(counts.numpy() > 0, out, np.nan)
+    return (losses, counts.numpy()) if return_counts else losses
 
 
 def pretrain_pos_bert(

@@ -10,6 +10,13 @@ A grouping is written as a comma-separated list of groups, each one tag or tags 
     parse_tasks("NOUN,VERB+AUX,ADJ+ADV,OTHER")
 
 Standard MLM is the single group ``ALL`` (:func:`single_task`): one task, the token mean.
+
+:data:`GRANULARITIES` names three splits of the same tags for choosing the upstream tasks:
+``coarse`` (3 groups: nominal ``NOUN+PROPN+PRON+NUM``, predicative and modifying
+``VERB+AUX+ADJ+ADV``, and the function words ``OTHER``), ``default`` (the 9 above) and
+``upos`` (the 17 tags, one task each). A group's loss is the token-weighted mean of its
+tags' losses (:meth:`PosTasks.combine`), so a coarser split's losses are fixed convex
+combinations of a finer one's.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import numpy as np
 
 from .tagging import UPOS_TAGS
 
-__all__ = ["DEFAULT_TASKS", "PosTasks", "parse_tasks", "single_task"]
+__all__ = ["DEFAULT_TASKS", "GRANULARITIES", "PosTasks", "parse_tasks", "single_task"]
 
 REST = "OTHER"
 
@@ -56,6 +63,28 @@ class PosTasks:
             raise ValueError(f"upos indices must be in [-1, {len(UPOS_TAGS) - 1}]")
         table = self.lookup()
         return np.where(upos >= 0, table[np.maximum(upos, 0)], -1)
+
+    def combine(self, tag_losses: np.ndarray, tag_counts: np.ndarray) -> np.ndarray:
+        """Per-task mean loss from per-UPOS-tag mean losses and token counts (length 17):
+        ``L_g = sum_{u in g} n_u L_u / sum_{u in g} n_u``; NaN for a task with no token.
+        Tags with no token may have NaN losses."""
+        losses = np.asarray(tag_losses, dtype=np.float64)
+        counts = np.asarray(tag_counts, dtype=np.float64)
+        if losses.shape != (len(UPOS_TAGS),) or counts.shape != (len(UPOS_TAGS),):
+            raise ValueError(
+                f"tag_losses and tag_counts must have shape ({len(UPOS_TAGS)},), got "
+                f"{losses.shape} and {counts.shape}"
+            )
+        if np.any(counts < 0) or np.any(~np.isfinite(losses[counts > 0])):
+            raise ValueError("tag_counts must be >= 0 and every counted tag's loss finite")
+        table = self.lookup()
+        sums = np.zeros(self.num_tasks)
+        total = np.zeros(self.num_tasks)
+        seen = counts > 0
+        np.add.at(sums, table[seen], counts[seen] * losses[seen])
+        np.add.at(total, table[seen], counts[seen])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, sums / np.maximum(total, 1e-300), np.nan)
 
 
 def parse_tasks(spec: str) -> PosTasks:
@@ -100,3 +129,10 @@ def single_task() -> PosTasks:
 
 
 DEFAULT_TASKS = parse_tasks("NOUN,VERB,ADJ,ADV,PRON,DET,ADP,PROPN,OTHER")
+
+GRANULARITIES: dict[str, PosTasks] = {
+    "coarse": parse_tasks("NOUN+PROPN+PRON+NUM,VERB+AUX+ADJ+ADV,OTHER"),
+    "default": DEFAULT_TASKS,
+    "upos": parse_tasks(",".join(UPOS_TAGS)),
+}
+"""Three splits of the UPOS tags into upstream tasks: 3, 9 and 17 tasks."""
