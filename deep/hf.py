@@ -319,9 +319,11 @@ class TaskRobustCallback(TrainerCallback):
             raise ValueError(f"checkpoint {folder} was written by another set-up: {wrong}")
         tensors = load_file(str(folder / STATE_FILES[1]))
         cpu = torch.device("cpu")
-        self.rule_state = _state_from_parts(self.rule_state, meta["rule_state"], tensors, cpu)
+        self.rule_state = _state_from_parts(
+            "rule_state", self.rule_state, meta, tensors, cpu, folder
+        )
         self.estimator_state = _state_from_parts(
-            self.estimator_state, meta["estimator_state"], tensors, cpu
+            "estimator_state", self.estimator_state, meta, tensors, cpu, folder
         )
         self._pending = self._step_sums = self._step_counts = None
 

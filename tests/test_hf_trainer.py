@@ -273,7 +273,8 @@ def test_deep_pretrain_step_folder_is_a_hugging_face_model_folder(tmp_path: Path
     for name, value in loaded.state_dict().items():
         torch.testing.assert_close(value, trained[name], rtol=0, atol=0)
     # resume still reads (and verifies) the same folder
-    again = deep.pretrain(_model(seed=5), batches, **{**options, "steps": 3, "resume": step_dir})
+    longer = {**options, "steps": 3, "resume": step_dir, "allow_changes": ("steps",)}
+    again = deep.pretrain(_model(seed=5), batches, **longer)
     assert again.steps == 3
     # a plain torch module gets no config.json
     plain = deep.pretrain(
