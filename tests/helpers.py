@@ -85,3 +85,47 @@ def tiny_bert_checkpoint(
     model = make_mlm_model(bert_config("tiny", vocab_size=tok.vocab_size, max_len=32), seed=0)
     path = save_pretrained_atomic(model, folder / "m", tokenizer=tok)
     return path, tok, model
+
+
+def run_torchrun(script: Path, args: Sequence[str], timeout: float) -> tuple[int, str]:
+    """``torchrun --standalone --nproc_per_node=2 script *args`` on CPU (one thread per worker,
+    this checkout first on the path, no inherited rank variables), in its own process group:
+    on timeout the whole group (launcher and workers) is killed, so a hung worker never
+    outlives the test, and the test fails with the tail of the output."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import pytest
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+        *args,
+    ]
+    proc = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s:\n{out[-6000:]}")
+    return proc.returncode, out

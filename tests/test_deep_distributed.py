@@ -7,8 +7,6 @@ trains with each rank holding half of every global micro-batch and writes what i
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -128,46 +126,13 @@ def _worker(out: Path) -> None:
     dist.destroy_process_group()
 
 
-def _run_group(command: list[str], env: dict[str, str], timeout: float) -> tuple[int, str]:
-    """Run torchrun in its own process group; on timeout kill the whole group (launcher and
-    workers), so a hung worker never outlives the test."""
-    proc = subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish in {timeout} s:\n{out[-6000:]}")
-    return proc.returncode, out
-
-
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    }
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    from .helpers import run_torchrun
+
     for extra in ([], ["own"]):
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(Path(__file__).resolve()),
-            str(tmp_path),
-            *extra,
-        ]
-        returncode, output = _run_group(command, env, timeout=180)
+        script = Path(__file__).resolve()
+        returncode, output = run_torchrun(script, [str(tmp_path), *extra], timeout=180)
         assert returncode == 0, output[-6000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
