@@ -536,8 +536,7 @@ def regression_family(
     """
     num_tasks = _check_pos_int("num_tasks", num_tasks)
     dim = _check_pos_int("dim", dim)
-    if not (0 < mu <= smoothness < math.inf):
-        raise ValueError(f"need 0 < mu <= smoothness < inf, got mu={mu}, smoothness={smoothness}")
+    mu, smoothness = _check_family_constants(mu, smoothness)
     _check_nonneg("task_spread", task_spread)
     _check_nonneg("noise", noise)
     rng = np.random.default_rng(seed)
