@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from minimax_core._atomic import atomic_path, atomic_write_text
+from deep.io import atomic_write_text
+from deep.plotting import save_figure
 
 __all__ = [
     "Experiment",
@@ -84,21 +85,6 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
     return atomic_write_text(
         path, json.dumps(to_jsonable(payload), indent=2, sort_keys=False) + "\n"
     )
-
-
-def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
-    """Save a matplotlib figure atomically; a pyplot figure is also closed (a
-    ``matplotlib.figure.Figure`` made outside pyplot needs no closing)."""
-    path = Path(path)
-    try:
-        with atomic_path(path, suffix=path.suffix) as tmp:
-            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    finally:
-        if getattr(fig.canvas, "manager", None) is not None:
-            import matplotlib.pyplot as plt
-
-            plt.close(fig)
-    return path
 
 
 @contextmanager

@@ -56,9 +56,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
-from minimax_core._atomic import atomic_path
 from minimax_core.weights import WeightRule
 
+from .io import atomic_path
 from .objective import (
     IGNORE_INDEX,
     EstimateState,

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from minimax_core._atomic import atomic_write_bytes, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "HISTORY_KEYS",

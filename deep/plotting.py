@@ -29,7 +29,7 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
     """Write ``fig`` as PNG (or the format of ``path``'s suffix) atomically; returns the path."""
     import io
 
-    from minimax_core._atomic import atomic_write_bytes
+    from .io import atomic_write_bytes
 
     path = Path(path)
     buffer = io.BytesIO()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from minimax_core._atomic import atomic_write_text
+from deep.io import atomic_write_text
 
 
 def test_atomic_writes_get_the_usual_file_mode(tmp_path) -> None:
@@ -16,7 +16,7 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path) -> None:
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path) -> None:
-    from minimax_core._atomic import atomic_path
+    from deep.io import atomic_path
 
     target = atomic_write_text(tmp_path / "result.json", "old")
     with pytest.raises(RuntimeError), atomic_path(target) as tmp:

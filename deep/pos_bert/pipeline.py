@@ -29,8 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minimax_core._atomic import atomic_path
-
+from ..io import atomic_path
 from .corpus import AUSTEN_EXCERPT_WORDS, cache_dir, load_corpus, truncate_documents
 from .masking import MaskingConfig, MlmBatches
 from .model import (

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from minimax_core._atomic import atomic_path
-
+from ..io import atomic_path
 from .corpus import (
     AUSTEN_TAGGED,
     Document,

@@ -16,8 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from minimax_core._atomic import atomic_path
-
+from ..io import atomic_path
 from .corpus import cache_dir
 from .tagging import Sentence, TaggedCorpus
 

@@ -1,9 +1,8 @@
 """Atomic file writes: a temporary file in the target's folder, then a rename, so a reader
 never sees a half-written file and a crash leaves the old file (or none).
 
-Standard library only. It lives here, in the package that both :mod:`deep` and
-:mod:`benchmarks` already import (and that imports neither), so that both use one
-implementation; it is not part of the public API of :mod:`minimax_core`.
+Standard library only, public: the lowest layer that writes files is :mod:`deep`
+(checkpoints, logs, tokenizers); :mod:`benchmarks` and ``gpu/`` use the same functions.
 """
 
 from __future__ import annotations
