@@ -15,11 +15,13 @@ import importlib
 from typing import Any
 
 from . import bounds, finetune, problems, solvers, weights
-from .solvers import Iterate, Result, minimize_max
+from .result import Iterate, Result, Status
+from .solvers import minimize_max
 
 __all__ = [
     "Iterate",
     "Result",
+    "Status",
     "bounds",
     "finetune",
     "minimize_max",

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -57,50 +57,11 @@ from ._common import (
     check_seed,
 )
 from .problems import check_problem
+from .result import Iterate, Recorder, Result, Status, geometric_grid
 
 __all__ = ["METHODS", "Iterate", "Result", "geometric_grid", "minimize_max"]
 
 Float = NDArray[np.float64]
-
-
-class Iterate(NamedTuple):
-    """What a callback sees after each step: ``fun`` is ``F`` at the current ``x``."""
-
-    step: int
-    x: Float
-    fun: float
-
-
-@dataclass(frozen=True)
-class Result:
-    """Outcome of :func:`minimize_max`, with ``scipy.optimize.OptimizeResult`` field names.
-
-    ``status``: 0 converged (``tol`` met), 1 step budget reached, 2 stopped by the callback,
-    3 non-finite values (divergence), 4 stalled at floating-point accuracy, 5 stationary but
-    not certified (``mu`` unknown), 6 reference solver not optimal (``solve_cvxpy``).
-    ``success`` is ``status == 0``.
-    """
-
-    x: Float
-    fun: float
-    nit: int
-    nfev: int
-    success: bool
-    status: int
-    message: str
-    method: str
-    history: dict[str, Float]
-    weights: Float | None = None
-    certificate: float | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def geometric_grid(steps: int, num: int = 100) -> NDArray[np.int64]:
-    """Sorted unique integers from 0 to ``steps`` spaced geometrically (about ``num``)."""
-    if steps <= 0:
-        return np.zeros(1, dtype=np.int64)
-    grid = np.unique(np.round(np.geomspace(1, steps, num)).astype(np.int64))
-    return np.concatenate([[0], grid])
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -111,7 +72,7 @@ def _max_loss(problem: Any, x: Float) -> float:
 
 
 class _Recorder:
-    """History on a geometric grid, the callback, and the stopping status."""
+    """History on a geometric grid (``F`` of the recorded point), and the callback."""
 
     def __init__(
         self,
@@ -121,39 +82,19 @@ class _Recorder:
         oracle: Oracle,
     ) -> None:
         self.problem = problem
-        self.grid = set(geometric_grid(steps).tolist())
+        self.recorder = Recorder.geometric(steps)
         self.callback = callback
         self.oracle = oracle
-        self.steps: list[int] = []
-        self.funs: list[float] = []
-        self.nfevs: list[int] = []
 
     def record(self, step: int, point: Float, force: bool = False) -> None:
-        """Record ``F(point)`` if ``step`` is on the grid (or ``force``), once per step."""
-        if force or step in self.grid:
-            if self.steps and self.steps[-1] == step:
-                return
-            self.steps.append(step)
-            self.funs.append(_max_loss(self.problem, point))
-            self.nfevs.append(self.oracle.nfev)
+        if self.recorder.due(step, force):
+            self.recorder.record(step, _max_loss(self.problem, point), self.oracle.nfev, force)
 
     def stop_requested(self, step: int, x: Float, fun: float) -> bool:
         return bool(self.callback is not None and self.callback(Iterate(step, x, fun)))
 
     def history(self) -> dict[str, Float]:
-        return {
-            "step": np.asarray(self.steps, dtype=np.int64),
-            "fun": np.asarray(self.funs, dtype=np.float64),
-            "nfev": np.asarray(self.nfevs, dtype=np.int64),
-        }
-
-
-_MESSAGES = {
-    CONVERGED: "converged: tolerance met",
-    BUDGET: "step budget reached before the tolerance",
-    CALLBACK: "stopped by the callback",
-    NON_FINITE: "diverged: non-finite losses or gradients",
-}
+        return self.recorder.history()
 
 
 def _result(
@@ -175,9 +116,8 @@ def _result(
         fun=fun,
         nit=nit,
         nfev=rec.oracle.nfev,
-        success=status == CONVERGED,
-        status=status,
-        message=message or _MESSAGES[status],
+        status=Status(status),
+        message=message or "",
         method=method,
         history=rec.history(),
         weights=weights_out,
@@ -835,8 +775,7 @@ def _auto(setup: _Setup, *, algorithm: str | None = None, atol: float = 0.0) -> 
         fun=sol.fun,
         nit=sol.nit,
         nfev=sol.nfev,
-        success=sol.success,
-        status=sol.status,
+        status=Status(sol.status),
         message=sol.message,
         method="auto",
         history=sol.history,
