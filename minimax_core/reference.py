@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse
 
 from .problems import check_problem
-from .result import Result, Status
+from .result import Recorder, Result, Status
 
 __all__ = [
     "CONIC_SOLVERS",
@@ -105,7 +105,7 @@ def solve_cvxpy(problem: Any, *, solver_options: dict[str, Any] | None = None) -
         status=Status.CONVERGED if ok else Status.NOT_OPTIMAL,
         message=f"cvxpy/clarabel status: {status}",
         method="cvxpy",
-        history={"step": np.zeros(0, dtype=np.int64), "fun": np.zeros(0)},
+        history=Recorder().history(),  # no iterates of its own: empty columns
         weights=w,
         certificate=None,
         info={

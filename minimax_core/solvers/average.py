@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 
 from .._common import Oracle
 from ..result import Status
-from .driver import Average, Finish, Setup, Step, constant, positive
+from .driver import Average, Finish, Setup, Step, constant, gradient_step, positive
 
 __all__ = ["AverageRisk", "AverageState"]
 
@@ -23,14 +23,13 @@ Float = NDArray[np.float64]
 
 
 class AverageState(NamedTuple):
-    """The iterate, ``grad mean L`` there and its norm, the step size, ``mu`` and the
-    average (``stochastic=True``)."""
+    """The iterate, ``grad mean L`` there and its norm, the step size and the average
+    (``stochastic=True``)."""
 
     x: Float
     direction: Float
     grad_norm: float
     step_size: float
-    mu: float
     average: Average
 
 
@@ -57,18 +56,13 @@ class AverageRisk:
                 )
             step_size = 2.0 / (mu + smooth)
         x = setup.x0.copy()
-        return AverageState(
-            x, jacobian.mean(axis=0), math.inf, step_size, mu, Average(x.copy(), 0.0)
-        )
+        return AverageState(x, jacobian.mean(axis=0), math.inf, step_size, Average(x.copy(), 0.0))
 
     def observe(
         self, setup: Setup, state: AverageState, k: int, values: Float, jacobian: Float
     ) -> AverageState:
         direction = jacobian.mean(axis=0)
         return state._replace(direction=direction, grad_norm=float(np.linalg.norm(direction)))
-
-    def point(self, state: AverageState) -> Float:
-        return state.x
 
     def output(self, setup: Setup, state: AverageState) -> Float:
         return state.average.mean if setup.stochastic else state.x
@@ -77,11 +71,9 @@ class AverageRisk:
         return not setup.stochastic and state.grad_norm <= setup.tol
 
     def step(self, setup: Setup, state: AverageState, k: int, oracle: Oracle) -> Step[AverageState]:
-        eta, mu = state.step_size, state.mu
-        if setup.stochastic and mu:
-            eta = 1.0 / (mu * (k + 1) + 1.0 / eta)
-        x = state.x - eta * state.direction
-        average = state.average.add(k + 1, x) if setup.stochastic else state.average
+        x, average = gradient_step(
+            setup, state.x, state.direction, state.step_size, k, state.average
+        )
         return Step(state._replace(x=x, average=average))
 
     def finish(self, setup: Setup, state: AverageState, status: Status, nit: int) -> Finish:

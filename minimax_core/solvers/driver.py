@@ -5,7 +5,8 @@ A method supplies only what is its own (jaxopt/optimistix's init/step/terminate 
 - ``init(setup, L(x0), J(x0))``: its state at ``x0`` (step sizes and radii derived from the
   first evaluation);
 - ``observe(setup, state, k, L, J)``: the state after seeing the losses and Jacobian at the
-  current iterate ``state.x`` (weights, direction, averages, best point);
+  current iterate ``state.x`` (weights, direction, averages, best point); every state has
+  the iterate as ``x``;
 - ``output(setup, state)``: the point it would return now (the iterate, an average, the best
   point), whose ``F`` the history records;
 - ``converged(setup, state)``: its stopping test;
@@ -36,11 +37,14 @@ from ..result import Iterate, Recorder, Result, Status
 
 __all__ = [
     "Average",
+    "Best",
     "Finish",
     "Method",
     "Setup",
+    "State",
     "Step",
     "constant",
+    "gradient_step",
     "max_loss",
     "positive",
     "project",
@@ -48,7 +52,16 @@ __all__ = [
 ]
 
 Float = NDArray[np.float64]
-S = TypeVar("S")
+
+
+class State(Protocol):
+    """A method's state: whatever it carries, with the current iterate as ``x``."""
+
+    @property
+    def x(self) -> Float: ...
+
+
+S = TypeVar("S", bound=State)
 
 
 @dataclass(frozen=True)
@@ -96,8 +109,6 @@ class Method(Protocol[S]):
 
     def observe(self, setup: Setup, state: S, k: int, values: Float, jacobian: Float) -> S: ...
 
-    def point(self, state: S) -> Float: ...
-
     def output(self, setup: Setup, state: S) -> Float: ...
 
     def converged(self, setup: Setup, state: S) -> bool: ...
@@ -124,7 +135,7 @@ def run(method: Method[S], setup: Setup) -> Result:
     status, message, k, fresh = Status.BUDGET, "", 0, True
     for k in range(setup.steps + 1):
         if not fresh:
-            x = method.point(state)
+            x = state.x
             if setup.stochastic:
                 values, jac = oracle.sample(x, setup.batch_size, setup.rng)
             else:
@@ -136,7 +147,7 @@ def run(method: Method[S], setup: Setup) -> Result:
         if recorder.due(k):
             recorder.record(k, max_loss(problem, method.output(setup, state)), oracle.nfev)
         if setup.callback is not None and setup.callback(
-            Iterate(k, method.point(state), float(np.max(values)))
+            Iterate(k, state.x, float(np.max(values)))
         ):
             status = Status.CALLBACK
             break
@@ -208,6 +219,18 @@ def project(x: Float, center: Float, radius: float) -> Float:
     return x if n <= radius else center + d * (radius / n)
 
 
+def gradient_step(
+    setup: Setup, x: Float, direction: Float, eta: float, k: int, average: Average
+) -> tuple[Float, Average]:
+    """``x - eta_k d`` with ``eta_k = eta`` on exact losses; with ``stochastic=True`` the
+    decreasing ``eta_k = 1/(mu (k+1) + 1/eta)`` (``eta`` where ``mu`` is 0 or unknown) and
+    the new point added to the ``t``-weighted ``average`` (weight ``k + 1``)."""
+    mu = setup.mu
+    step = eta if not setup.stochastic or not mu else 1.0 / (mu * (k + 1) + 1.0 / eta)
+    x = x - step * direction
+    return x, average.add(k + 1, x) if setup.stochastic else average
+
+
 class Average(NamedTuple):
     """Running ``sum_t t x_t / sum_t t`` (Lacoste-Julien, Schmidt and Bach 2012): ``mean``
     and the total weight so far (``Average(x, 0.0)`` before the first :meth:`add`)."""
@@ -218,3 +241,13 @@ class Average(NamedTuple):
     def add(self, t: int, x: Float) -> Average:
         total = self.total + t
         return Average(self.mean + (t / total) * (x - self.mean), total)
+
+
+class Best(NamedTuple):
+    """The iterate with the lowest ``F`` seen so far (``Best(x0, inf)`` before the first)."""
+
+    x: Float
+    fun: float
+
+    def add(self, x: Float, fun: float) -> Best:
+        return Best(x.copy(), fun) if fun < self.fun else self

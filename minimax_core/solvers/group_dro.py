@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from .. import bounds, weights
 from .._common import Oracle
 from ..result import Status
-from .driver import Average, Finish, Setup, Step, constant, positive, project
+from .driver import Average, Best, Finish, Setup, Step, constant, positive, project
 
 __all__ = ["STEP_RULES", "GroupDRO", "GroupDROState"]
 
@@ -50,8 +50,7 @@ class GroupDROState(NamedTuple):
     mu: float
     radius: float
     average: Average
-    best_x: Float
-    best_f: float
+    best: Best
 
 
 def hedge_step_size(values: Float, jacobian: Float, mu: float, steps: int) -> float:
@@ -129,8 +128,7 @@ class GroupDRO:
             mu=mu,
             radius=radius,
             average=Average(x.copy(), 0.0),
-            best_x=x.copy(),
-            best_f=math.inf,
+            best=Best(x.copy(), math.inf),
         )
 
     def observe(
@@ -140,19 +138,13 @@ class GroupDRO:
         state = state._replace(
             values=values, jacobian=jacobian, average=state.average.add(k + 1, state.x)
         )
-        fx = float(np.max(values))
-        if fx < state.best_f:
-            return state._replace(best_x=state.x.copy(), best_f=fx)
-        return state
-
-    def point(self, state: GroupDROState) -> Float:
-        return state.x
+        return state._replace(best=state.best.add(state.x, float(np.max(values))))
 
     def output(self, setup: Setup, state: GroupDROState) -> Float:
         if state.step_rule != "smooth":
             return state.average.mean
         keep_best = not setup.stochastic  # F of a noisy sample is no guide
-        return state.best_x if keep_best else state.x
+        return state.best.x if keep_best else state.x
 
     def converged(self, setup: Setup, state: GroupDROState) -> bool:
         return False  # no stopping test: the budget (or the callback) ends the run

@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 
 from .._common import Oracle
 from ..result import Status
-from .driver import Average, Finish, Setup, Step, positive
+from .driver import Average, Finish, Setup, Step, gradient_step, positive
 from .line_search import ARMIJO_GROWTH, armijo
 from .softmax import Curvature, dual_certificate
 
@@ -145,9 +145,6 @@ class Rule:
             curvature=state.curvature.add(state.x, values, jacobian),
         )
 
-    def point(self, state: RuleState) -> Float:
-        return state.x
-
     def output(self, setup: Setup, state: RuleState) -> Float:
         return state.average.mean if setup.stochastic else state.x
 
@@ -172,22 +169,13 @@ class Rule:
                 )
             moved = state._replace(x=trial.x, eta=trial.step_size)
             return Step(moved, trial.values, trial.jacobian)
-        mu, eta = setup.mu, state.eta
-        step = eta if not setup.stochastic or not mu else 1.0 / (mu * (k + 1) + 1.0 / eta)
-        x = state.x - step * state.direction
-        average = state.average.add(k + 1, x) if setup.stochastic else state.average
+        x, average = gradient_step(setup, state.x, state.direction, state.eta, k, state.average)
         return Step(state._replace(x=x, average=average))
 
     def finish(self, setup: Setup, state: RuleState, status: Status, nit: int) -> Finish:
-        mu = setup.mu
-        cert = None
-        if (
-            not setup.stochastic
-            and mu
-            and status != Status.NON_FINITE
-            and state.curvature.refuted is None
-        ):
-            cert = dual_certificate(state.values, state.jacobian, state.w, mu)
+        cert = dual_certificate(
+            setup, status, state.curvature, state.values, state.jacobian, state.w
+        )
         info = {
             "rule": getattr(self.rule, "name", type(self.rule).__name__),
             "rule_params": dict(getattr(self.rule, "params", {}) or {}),

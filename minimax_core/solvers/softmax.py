@@ -28,7 +28,7 @@ from .. import bounds, weights
 from .._common import Oracle, all_finite
 from ..problems import lipschitz_bound
 from ..result import Status
-from .driver import Average, Finish, Setup, Step, constant, positive
+from .driver import Average, Finish, Setup, Step, constant, gradient_step, positive
 from .line_search import ARMIJO_GROWTH, Accepted, armijo
 
 __all__ = ["Softmax", "SoftmaxState", "smoothed_max"]
@@ -116,10 +116,17 @@ class Curvature(NamedTuple):
         return Curvature(self.mu, refuted, (x, values, jacobian))
 
 
-def dual_certificate(values: Float, jac: Float, w: Float, mu: float) -> float:
-    """``F(x) - [w'L(x) - ||w'J(x)||^2/(2 mu)]``: for ``mu``-strongly convex tasks the
-    bracket is a lower bound on ``F*`` for any ``w`` on the simplex (weak duality), so this
-    bounds ``F(x) - F*``."""
+def dual_certificate(
+    setup: Setup, status: Status, curvature: Curvature, values: Float, jac: Float, w: Float
+) -> float | None:
+    """``F(x) - [w'L(x) - ||w'J(x)||^2/(2 mu)]`` at the last iterate: for ``mu``-strongly
+    convex tasks the bracket is a lower bound on ``F*`` for any ``w`` on the simplex (weak
+    duality: ``F(y) >= w'L(y) >= w'L(x) + (w'J)(y - x) + mu/2 ||y - x||^2``, minimised over
+    ``y``), so this bounds ``F(x) - F*``. ``None`` without ``mu > 0``, on minibatch losses,
+    after non-finite values, or where the curvature check refuted ``mu``."""
+    mu = setup.mu
+    if setup.stochastic or not mu or status == Status.NON_FINITE or curvature.refuted is not None:
+        return None
     return float(np.max(values)) - bounds.dual_lower_bound(values, jac, w, mu)
 
 
@@ -342,9 +349,6 @@ class Softmax:
             curvature=state.curvature.add(state.x, values, jacobian),
         )
 
-    def point(self, state: SoftmaxState) -> Float:
-        return state.x
-
     def output(self, setup: Setup, state: SoftmaxState) -> Float:
         return state.average.mean if setup.stochastic else state.x
 
@@ -354,11 +358,7 @@ class Softmax:
     def step(self, setup: Setup, state: SoftmaxState, k: int, oracle: Oracle) -> Step[SoftmaxState]:
         if state.line_search == "armijo":
             return self._backtracking_step(state, oracle)
-        mu = setup.mu
-        eta = state.eta
-        step = eta if not setup.stochastic or not mu else 1.0 / (mu * (k + 1) + 1.0 / eta)
-        x = state.x - step * state.direction
-        average = state.average.add(k + 1, x) if setup.stochastic else state.average
+        x, average = gradient_step(setup, state.x, state.direction, state.eta, k, state.average)
         return Step(state._replace(x=x, average=average))
 
     def _backtracking_step(self, state: SoftmaxState, oracle: Oracle) -> Step[SoftmaxState]:
@@ -389,18 +389,13 @@ class Softmax:
         return Step(moved, trial.values, trial.jacobian)
 
     def finish(self, setup: Setup, state: SoftmaxState, status: Status, nit: int) -> Finish:
-        mu = setup.mu
+        dual = dual_certificate(
+            setup, status, state.curvature, state.values, state.jacobian, state.w
+        )
         cert = None
-        if (
-            not setup.stochastic
-            and mu
-            and status != Status.NON_FINITE
-            and state.curvature.refuted is None
-        ):
+        if dual is not None and setup.mu:  # the smoothing sandwich, tau log M + ||grad||^2/2mu
             bias = bounds.smoothed_gap_bound(state.tau, setup.problem.num_tasks)
-            sandwich = bias + state.grad_norm**2 / (2 * mu)
-            dual = dual_certificate(state.values, state.jacobian, state.w, mu)
-            cert = min(sandwich, dual)
+            cert = min(bias + state.grad_norm**2 / (2 * setup.mu), dual)
         info = {
             "temperature": state.tau,
             "step_size": state.eta,

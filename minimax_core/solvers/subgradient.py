@@ -23,7 +23,7 @@ from .. import bounds, weights
 from .._common import Oracle
 from ..problems import lipschitz_bound
 from ..result import Status
-from .driver import Average, Finish, Setup, Step, constant, positive, project
+from .driver import Average, Best, Finish, Setup, Step, constant, positive, project
 
 __all__ = ["STEP_RULES", "Subgradient", "SubgradientState"]
 
@@ -46,8 +46,7 @@ class SubgradientState(NamedTuple):
     lipschitz: float
     scale: float
     average: Average
-    best_x: Float
-    best_f: float
+    best: Best
 
 
 @dataclass(frozen=True)
@@ -102,8 +101,7 @@ class Subgradient:
             lipschitz=lip,
             scale=scale,
             average=Average(x.copy(), 0.0),
-            best_x=x.copy(),
-            best_f=math.inf,
+            best=Best(x.copy(), math.inf),
         )
 
     def observe(
@@ -112,18 +110,12 @@ class Subgradient:
         """The average ``x_1..x_{k+1}`` with weights ``t`` (``x_1 = x0``), or the best
         iterate so far."""
         state = state._replace(values=values, jacobian=jacobian)
-        fx = float(np.max(values))
         if state.step_rule == "strongly_convex":
             return state._replace(average=state.average.add(k + 1, state.x))
-        if fx < state.best_f:
-            return state._replace(best_x=state.x.copy(), best_f=fx)
-        return state
-
-    def point(self, state: SubgradientState) -> Float:
-        return state.x
+        return state._replace(best=state.best.add(state.x, float(np.max(values))))
 
     def output(self, setup: Setup, state: SubgradientState) -> Float:
-        return state.average.mean if state.step_rule == "strongly_convex" else state.best_x
+        return state.average.mean if state.step_rule == "strongly_convex" else state.best.x
 
     def converged(self, setup: Setup, state: SubgradientState) -> bool:
         return False  # no stopping test: the budget (or the callback) ends the run
