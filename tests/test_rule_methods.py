@@ -168,3 +168,59 @@ def test_importing_the_core_imports_no_scipy() -> None:
         "assert minimax_core.minimize_max(p).success and 'scipy' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+RULES = {
+    "hardmax": mc.weights.hardmax,
+    "uniform": mc.weights.uniform,
+    "exponentiated_gradient": lambda: mc.weights.exponentiated_gradient(0.5),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_rule_methods_share_the_drivers_contract(rule: str) -> None:
+    """The driver's contract holds for rule methods as for the named ones: budget, callback,
+    divergence, seeded minibatches, shapes checked at every evaluation."""
+    prob = problem("quad-3x2")
+    res = mc.minimize_max(prob, RULES[rule](), steps=300, tol=1e-30)
+    assert res.status == mc.Status.BUDGET and res.nit == 300 and res.nfev == 301
+    assert res.history["step"][0] == 0 and res.history["step"][-1] == 300
+    calls: list[int] = []
+
+    def stop(it: mc.Iterate) -> bool:
+        calls.append(it.step)
+        return it.step >= 7
+
+    res = mc.minimize_max(prob, RULES[rule](), steps=100, callback=stop)
+    assert res.status == 2 and "callback" in res.message and calls[-1] == 7
+    res = mc.minimize_max(prob, RULES[rule](), step_size=1e3, steps=2000)
+    assert res.status == 3 and not res.success and "diverged" in res.message
+    lsq = problem("lsq-5x6")
+    kw: dict[str, Any] = {"stochastic": True, "batch_size": 8, "steps": 500}
+    a = mc.minimize_max(lsq, RULES[rule](), seed=3, **kw)
+    b = mc.minimize_max(lsq, RULES[rule](), seed=3, **kw)
+    c = mc.minimize_max(lsq, RULES[rule](), seed=4, **kw)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert not np.array_equal(a.x, c.x)
+    assert a.fun < float(np.max(lsq.losses(np.zeros(lsq.dim))))
+    with pytest.raises(ValueError, match=r"at every evaluation; evaluation \d+ returned \(2,\)"):
+        mc.minimize_max(_ShapeShifter(), RULES[rule](), steps=50)
+
+
+class _ShapeShifter:
+    """Quadratic tasks whose losses (and jacobian) lose a task from the third evaluation."""
+
+    def __init__(self) -> None:
+        self.inner = problem("quad-3x2")
+        self.num_tasks, self.dim = self.inner.num_tasks, self.inner.dim
+        self.smoothness = self.inner.smoothness
+        self.calls = 0
+
+    def losses(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        v = self.inner.losses(x)
+        return v if self.calls < 3 else v[:-1]
+
+    def jacobian(self, x: np.ndarray) -> np.ndarray:
+        g = self.inner.jacobian(x)
+        return g if self.calls < 3 else g[:-1]
