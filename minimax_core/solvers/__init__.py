@@ -61,7 +61,7 @@ from .auto import Auto
 from .average import AverageRisk
 from .driver import Setup, positive, run
 from .group_dro import GroupDRO
-from .rule import Rule, is_weight_rule
+from .rule import Rule, RuleLike, is_weight_rule
 from .softmax import Softmax, smoothed_max
 from .subgradient import Subgradient
 
@@ -71,8 +71,10 @@ __all__ = [
     "AverageRisk",
     "GroupDRO",
     "Iterate",
+    "MethodLike",
     "Result",
     "Rule",
+    "RuleLike",
     "Softmax",
     "Subgradient",
     "geometric_grid",
@@ -100,9 +102,13 @@ _DEFAULT_STEPS = 2000  # every method's step (iteration) budget, except:
 _SUBGRADIENT_STEPS = 20_000
 
 
+#: What ``minimize_max`` accepts as ``method``.
+MethodLike = str | Softmax | Subgradient | AverageRisk | GroupDRO | Rule | Auto | RuleLike
+
+
 def minimize_max(
     problem: Any,
-    method: Any = "auto",
+    method: MethodLike = "auto",
     *,
     x0: ArrayLike | None = None,
     steps: int | None = None,

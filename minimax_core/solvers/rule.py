@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,11 +47,20 @@ from .driver import Average, Finish, Setup, Step, gradient_step, positive
 from .line_search import ARMIJO_GROWTH, armijo
 from .softmax import Curvature, dual_certificate
 
-__all__ = ["LINE_SEARCHES", "Rule", "RuleState", "is_weight_rule"]
+__all__ = ["LINE_SEARCHES", "Rule", "RuleLike", "RuleState", "is_weight_rule"]
 
 Float = NDArray[np.float64]
 
 LINE_SEARCHES = ("fixed", "armijo")
+
+
+class RuleLike(Protocol):
+    """What a rule method needs of a rule (:class:`~minimax_core.weights.WeightRule` has
+    it): ``state = init(num_tasks)``; ``weights, state = update(losses, state)``."""
+
+    def init(self, num_tasks: int, /) -> Any: ...
+
+    def update(self, losses: Any, state: Any, /) -> tuple[Any, Any]: ...
 
 
 def is_weight_rule(obj: Any) -> bool:
@@ -81,7 +90,7 @@ class Rule:
     """A weight rule as a method (see the module): ``rule``, ``step_size``,
     ``line_search``."""
 
-    rule: Any
+    rule: RuleLike
     step_size: float | None = None
     line_search: str = "fixed"
 
