@@ -13,7 +13,9 @@ or any problem with ``hessians(x) -> (M, d, d)``)
     ``[[H + G' D G, -G' D 1], [-1' D G, 1' D 1]] [dx; dt] = rhs``,
     ``H = sum_i lam_i hess L_i``, ``D = diag(lam / s)``, ``G`` the Jacobian,
 
-    solved by one Cholesky factorisation (two solves: predictor and corrector). The step
+    solved by one Cholesky factorisation (two solves: predictor and corrector; the
+    corrector is scaled down where it would cancel the merit's descent, which happens with
+    many more tasks than dimensions: :func:`_corrector_share`). The step
     keeps a fraction of ``lam`` and of the linearised slacks, then backtracks on the
     squared KKT residual, whose slack part ``L(x + a dx) - (t + a dt) - (s + a ds)`` is the
     curvature the linearisation missed (``a^2 dx' A_i dx / 2`` for quadratic tasks): far from
@@ -679,10 +681,13 @@ def interior_point(
         duality_aff = float((lam + a_aff * dlam_aff) @ (slack + a_aff * ds_aff)) / m
         sigma = min(1.0, (duality_aff / duality) ** 3) if duality > 0 else 0.0
         centre = sigma * duality
-        dx, dt, ds, dlam, jdx = solve((centre - products) - dlam_aff * ds_aff)
-        alpha = _max_step(lam, dlam, slack, ds, _FRACTION)
         feasibility = values - t + slack  # 0 up to round-off (t is restored every step)
-        merit = _merit(grad_x, grad_t, feasibility, products - centre)
+        centrality = products - centre
+        merit = _merit(grad_x, grad_t, feasibility, centrality)
+        correction = dlam_aff * ds_aff
+        gamma = _corrector_share(merit, float(feasibility @ feasibility), centrality, correction)
+        dx, dt, ds, dlam, jdx = solve(-centrality - gamma * correction)
+        alpha = _max_step(lam, dlam, slack, ds, _FRACTION)
         change: Float | None = None
         accepted = False
         if model.exact_steps:  # quadratic tasks: exact values and gradients along dx
@@ -806,6 +811,27 @@ def _pruned_certificate(
     if fun - pruned_lower <= goal:
         return pruned, pruned_lower
     return weights, lower
+
+
+def _corrector_share(merit: float, feasible: float, centrality: Float, correction: Float) -> float:
+    """How much of Mehrotra's corrector the step keeps (``gamma`` in ``[0, 1]``).
+
+    The Newton step for the centrality residual ``r_c = lam s - centre`` with the
+    second-order term ``gamma c`` (``c = dlam_aff ds_aff``) changes ``r_c`` to first order
+    by ``-r_c - gamma c`` and the stationarity residuals by minus themselves; the
+    constraint part (``feasible``, its square) has no linear change. So the merit's slope
+    at ``a = 0`` is ``-2 (merit - feasible) - 2 gamma r_c' c``. With many more tasks than
+    dimensions (``M >> d``: most multipliers are on their way to 0) the full correction can
+    cancel the whole descent, ``r_c' c ~ -(merit - feasible)``, and the backtracking then
+    accepts only vanishing steps (the certificate stalls, status 4). ``gamma`` is the
+    largest share that keeps at least half the pure Newton step's slope
+    ``-2 (merit - feasible)``; 1 (the full corrector) whenever that holds already.
+    """
+    cross = float(centrality @ correction)
+    budget = 0.5 * (merit - feasible)
+    if cross >= -budget:
+        return 1.0
+    return budget / -cross
 
 
 def _merit(r_x: Float, r_t: float, r_p: Float, r_c: Float) -> float:
