@@ -84,6 +84,7 @@ from .simplex_qp import solve_simplex_qp
 __all__ = [
     "ALGORITHMS",
     "ExactSolution",
+    "check_weights",
     "choose_algorithm",
     "gradient_mapping",
     "interior_point",
@@ -99,6 +100,8 @@ ALGORITHMS = ("interior_point", "gradient_mapping")
 _FRACTION = 0.995  # fraction to the boundary kept by interior-point steps
 _STALL_WINDOW = 25  # iterations without a 10% better certificate before giving up
 _MERIT_HALVINGS = 40  # backtracking steps on the KKT residual
+_WARM_UNIFORM = 0.1  # share of the uniform weights in warm-started multipliers
+_WARM_GAP = 0.1  # warm start: the initial epigraph gap t - F(x0) is this fraction of the cold one
 
 
 @dataclass(frozen=True)
@@ -141,11 +144,10 @@ def quadratic_lower_bound(
     Hessian ``H_w`` at ``x``; its minimum is ``w'L(x) - r' H_w^{-1} r / 2``.
     """
     r = weights @ jacobian
-    try:
-        factor = scipy.linalg.cho_factor(weighted_hessian, check_finite=False)
-    except (np.linalg.LinAlgError, ValueError):
+    factor, info = _POTRF(weighted_hessian, lower=0, clean=0, overwrite_a=0)
+    if info != 0:  # not positive definite (or an invalid entry)
         return -math.inf
-    step = scipy.linalg.cho_solve(factor, r, check_finite=False)
+    step, _ = _POTRS(factor, r, lower=0)
     return float(weights @ values - 0.5 * (r @ step))
 
 
@@ -181,6 +183,24 @@ def qp_model_value(weights: Float, values: Float, move: Float, smoothness: float
     """``min_z max_i [L_i(y) + <grad L_i(y), z - y>] + (L/2)||z - y||^2`` by duality:
     ``<w, L(y)> - ||G'w||^2 / (2L)`` at the QP's solution ``w`` (``move = G'w``)."""
     return float(weights @ values - (move @ move) / (2.0 * smoothness))
+
+
+def check_weights(weights0: Any, num_tasks: int) -> Float:
+    """``weights0`` as float64 weights on the simplex: shape ``(num_tasks,)``, finite,
+    ``>= 0`` with a positive sum (normalised to 1), or an error naming ``weights0``."""
+    raw = np.asarray(weights0)
+    if raw.dtype.kind not in "biuf":
+        raise TypeError(f"weights0 must be real numbers, got an array of dtype {raw.dtype}")
+    w = np.asarray(raw, dtype=np.float64)
+    if w.shape != (num_tasks,):
+        raise ValueError(f"weights0 must have shape (num_tasks,) = ({num_tasks},), got {w.shape}")
+    total = float(w.sum()) if np.all(np.isfinite(w)) else math.nan
+    if not (np.all(w >= 0) and math.isfinite(total) and total > 0):
+        raise ValueError(
+            "weights0 must be finite, >= 0 and not all 0 (a previous solution's weights)"
+        )
+    out: Float = w / total
+    return out
 
 
 # --------------------------------------------------------------------------- task models
@@ -530,8 +550,7 @@ def _newton_matrix(hess: Float, jac: Float, scaling: Float) -> Float:
     d = jac.shape[1]
     k = np.empty((d + 1, d + 1))
     scaled = jac * scaling[:, None]
-    np.matmul(jac.T, scaled, out=k[:d, :d])
-    k[:d, :d] += hess
+    k[:d, :d] = jac.T @ scaled + hess  # one temporary: a product into a strided block copies
     col = -scaled.sum(axis=0)
     k[:d, d] = col
     k[d, :d] = col
@@ -587,6 +606,7 @@ def interior_point(
     atol: float = 0.0,
     max_iter: int = 200,
     callback: Callback | None = None,
+    weights0: Float | None = None,
 ) -> ExactSolution:
     """Primal-dual interior-point method (Mehrotra) on ``min t  s.t.  L_i(x) <= t``.
 
@@ -596,6 +616,11 @@ def interior_point(
     bound). See the module docstring for the method and the certificate. Internally the
     losses are measured from the constant ``model.shift`` (no digits lost to a large
     common offset); ``fun`` and ``lower_bound`` are reported in the problem's units.
+
+    Warm start (a sequence of related problems): ``x0`` and ``weights0`` from the previous
+    solution. The multipliers start at ``(1 - 0.1) weights0 + 0.1 / M`` (every task keeps a
+    positive multiplier) and the epigraph variable nearer ``F(x0)``: ``t = F(x0) + 0.1
+    theta`` instead of ``F(x0) + theta``. Cold, ``lam = 1/M``.
     """
     model = _model(problem, mu)
     x = np.array(x0, dtype=np.float64)
@@ -605,9 +630,13 @@ def interior_point(
     m, d = jac.shape
     fun = float(values.max())
     theta = max(fun - float(values.min()), 1e-2 * abs(fun), 1e-12)
+    if weights0 is None:
+        lam = np.full(m, 1.0 / m)
+    else:
+        lam = (1.0 - _WARM_UNIFORM) * check_weights(weights0, m) + _WARM_UNIFORM / m
+        theta *= _WARM_GAP
     t = fun + theta
     slack = t - values
-    lam = np.full(m, 1.0 / m)
     trace = _Trace(callback)
     status, it, fresh = BUDGET, 0, True
     weights, lower, shift_k, floor = lam.copy(), -math.inf, 0.0, -math.inf
@@ -622,7 +651,7 @@ def interior_point(
         fun = float(values.max())
         floor = max(floor, model.floor(values, jac))
         target = _target(fun + shift, fun - floor, tol, atol)
-        exact_hessian = _exact_hessian(model, x, weights, hess / total if hess_exact else None)
+        exact_hessian = _exact_hessian(model, x, weights, (hess, total) if hess_exact else None)
         lower = _lower_bound(values, jac, weights, mu, exact_hessian, target)
         if fun - lower <= target and not fresh:
             values, jac = model(x)  # drop the round-off of the incremental updates
@@ -686,7 +715,9 @@ def interior_point(
         merit = _merit(grad_x, grad_t, feasibility, centrality)
         correction = dlam_aff * ds_aff
         gamma = _corrector_share(merit, float(feasibility @ feasibility), centrality, correction)
-        dx, dt, ds, dlam, jdx = solve(-centrality - gamma * correction)
+        dx, dt, ds, dlam, jdx = solve(
+            -centrality - (correction if gamma == 1.0 else gamma * correction)
+        )
         alpha = _max_step(lam, dlam, slack, ds, _FRACTION)
         change: Float | None = None
         accepted = False
@@ -774,14 +805,16 @@ def interior_point(
 
 
 def _exact_hessian(
-    model: _Model, x: Float, weights: Float, current: Float | None
+    model: _Model, x: Float, weights: Float, current: tuple[Float, float] | None
 ) -> Callable[[], Float] | None:
     """``sum_i w_i A_i`` for the exact quadratic bound (``None`` for non-quadratic tasks):
-    ``current`` when it was computed afresh, else one more pass (only when needed)."""
+    ``hess / total`` from ``current = (hess, total)`` when ``hess = sum_i lam_i A_i`` was
+    computed afresh, else one more pass; either only when the bound asks for it."""
     if not model.quadratic:
         return None
     if current is not None:
-        return lambda: current
+        hess, total = current
+        return lambda: hess / total
     return lambda: model.weighted_hessian(x, weights)
 
 
@@ -867,6 +900,7 @@ def gradient_mapping(
     atol: float = 0.0,
     max_iter: int = 2000,
     callback: Callback | None = None,
+    weights0: Float | None = None,
 ) -> ExactSolution:
     """Nesterov's accelerated gradient method for max-type functions, with restart.
 
@@ -874,7 +908,8 @@ def gradient_mapping(
     secant estimate and doubles whenever the upper model fails at the new point (one more
     evaluation per step). ``mu > 0`` gives the momentum ``(sqrt L - sqrt mu)/(sqrt L +
     sqrt mu)`` and the certificate; with ``mu = 0`` there is no certificate and the
-    result cannot succeed.
+    result cannot succeed. ``weights0`` (a previous solution's weights) warm-starts the
+    first simplex QP.
     """
     evaluate = Oracle(problem)
     x = np.array(x0, dtype=np.float64)
@@ -886,7 +921,7 @@ def gradient_mapping(
     y, x_prev = x.copy(), x.copy()
     best_x, best_fun = x.copy(), float(np.max(values))
     lower, best_weights = -math.inf, np.full(values.shape[0], 1.0 / values.shape[0])
-    w: Float | None = None
+    w: Float | None = None if weights0 is None else check_weights(weights0, values.shape[0])
     momentum, status, it, backtracks = 1.0, BUDGET, 0, 0
     floor = -math.inf
     for it in range(max_iter + 1):
@@ -983,11 +1018,14 @@ def solve(
     atol: float = 0.0,
     max_iter: int | None = None,
     callback: Callback | None = None,
+    weights0: Float | None = None,
 ) -> ExactSolution:
     """Solve ``min_x max_i L_i(x)`` to the relative accuracy ``tol`` with a certificate.
 
     ``algorithm``: ``"interior_point"``, ``"gradient_mapping"`` or ``None`` (by
     :func:`choose_algorithm`). ``mu``/``smoothness`` default to the problem's attributes.
+    ``x0`` and ``weights0`` (``res.x`` and ``res.weights`` of a related problem) warm-start
+    a sequence of related problems (see :func:`interior_point`).
     """
     if algorithm is None:
         algorithm = choose_algorithm(problem)
@@ -1012,6 +1050,7 @@ def solve(
             atol=atol,
             max_iter=200 if max_iter is None else max_iter,
             callback=callback,
+            weights0=weights0,
         )
     return gradient_mapping(
         problem,
@@ -1022,4 +1061,5 @@ def solve(
         atol=atol,
         max_iter=5000 if max_iter is None else max_iter,
         callback=callback,
+        weights0=weights0,
     )
