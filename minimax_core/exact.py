@@ -100,6 +100,7 @@ ALGORITHMS = ("interior_point", "gradient_mapping")
 _FRACTION = 0.995  # fraction to the boundary kept by interior-point steps
 _STALL_WINDOW = 25  # iterations without a 10% better certificate before giving up
 _MERIT_HALVINGS = 40  # backtracking steps on the KKT residual
+_START_GAP = 0.1  # initial epigraph gap t - F(x0) over the spread of the losses (see below)
 _WARM_UNIFORM = 0.1  # share of the uniform weights in warm-started multipliers
 _WARM_GAP = 0.1  # warm start: the initial epigraph gap t - F(x0) is this fraction of the cold one
 
@@ -617,10 +618,12 @@ def interior_point(
     losses are measured from the constant ``model.shift`` (no digits lost to a large
     common offset); ``fun`` and ``lower_bound`` are reported in the problem's units.
 
-    Warm start (a sequence of related problems): ``x0`` and ``weights0`` from the previous
-    solution. The multipliers start at ``(1 - 0.1) weights0 + 0.1 / M`` (every task keeps a
-    positive multiplier) and the epigraph variable nearer ``F(x0)``: ``t = F(x0) + 0.1
-    theta`` instead of ``F(x0) + theta``. Cold, ``lam = 1/M``.
+    Start: ``lam = 1/M`` and ``t = F(x0) + theta`` with ``theta = 0.1 max(F(x0) - min_i
+    L_i(x0), 1e-2 |F(x0)|)`` (measured: a tenth of the spread takes fewer iterations than
+    the whole spread at every size tried, e.g. 7 -> 6 at (M, d) = (10, 50), 37 -> 27 at
+    (1000, 50)). Warm start (a sequence of related problems): ``x0`` and ``weights0`` from
+    the previous solution; the multipliers start at ``0.9 weights0 + 0.1 / M`` (every task
+    keeps a positive multiplier) and ``theta`` is ten times smaller again.
     """
     model = _model(problem, mu)
     x = np.array(x0, dtype=np.float64)
@@ -629,7 +632,7 @@ def interior_point(
     shift = model.shift
     m, d = jac.shape
     fun = float(values.max())
-    theta = max(fun - float(values.min()), 1e-2 * abs(fun), 1e-12)
+    theta = max(_START_GAP * max(fun - float(values.min()), 1e-2 * abs(fun)), 1e-12)
     if weights0 is None:
         lam = np.full(m, 1.0 / m)
     else:
@@ -712,9 +715,10 @@ def interior_point(
         centre = sigma * duality
         feasibility = values - t + slack  # 0 up to round-off (t is restored every step)
         centrality = products - centre
-        merit = _merit(grad_x, grad_t, feasibility, centrality)
+        pp = feasibility @ feasibility
+        merit = float(grad_x @ grad_x + grad_t * grad_t + pp + centrality @ centrality)
         correction = dlam_aff * ds_aff
-        gamma = _corrector_share(merit, float(feasibility @ feasibility), centrality, correction)
+        gamma = _corrector_share(merit, float(pp), centrality, correction)
         dx, dt, ds, dlam, jdx = solve(
             -centrality - (correction if gamma == 1.0 else gamma * correction)
         )
@@ -728,7 +732,7 @@ def interior_point(
             # (four products), feasibility (feasibility + a^2 curv / 2; the linear term
             # vanishes by the Newton equations), the t part and centrality
             djlp, dp = dlam @ jac + lam @ prod, dlam @ prod
-            pp, pc, cc = feasibility @ feasibility, feasibility @ curv, curv @ curv
+            pc, cc = feasibility @ curv, curv @ curv
             sum_dlam = float(dlam.sum())
             for _ in range(_MERIT_HALVINGS):
                 half_sq = 0.5 * alpha * alpha
