@@ -1,6 +1,7 @@
-"""What every solver of the package shares: the status codes, the counted oracle, and the
-check of the problem's first outputs (:mod:`minimax_core.solvers`, :mod:`minimax_core.exact`,
-:mod:`minimax_core.reference`)."""
+"""What every solver of the package shares: the counted oracle and the check of the
+problem's first outputs (:mod:`minimax_core.solvers`, :mod:`minimax_core.exact`); the
+status codes are :class:`minimax_core.result.Status` (re-exported here under their former
+names for :mod:`minimax_core.exact` until it imports them from :mod:`minimax_core.result`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from .result import Status
 
 __all__ = [
     "BUDGET",
@@ -27,8 +30,13 @@ __all__ = [
 
 Float = NDArray[np.float64]
 
-#: Status codes of :class:`minimax_core.solvers.Result` (documented there).
-CONVERGED, BUDGET, CALLBACK, NON_FINITE, STALLED, NO_CERTIFICATE, NOT_OPTIMAL = range(7)
+CONVERGED: int = Status.CONVERGED
+BUDGET: int = Status.BUDGET
+CALLBACK: int = Status.CALLBACK
+NON_FINITE: int = Status.NON_FINITE
+STALLED: int = Status.STALLED
+NO_CERTIFICATE: int = Status.NO_CERTIFICATE
+NOT_OPTIMAL: int = Status.NOT_OPTIMAL
 
 
 class Oracle:

@@ -42,6 +42,7 @@ __all__ = [
     "downstream_tasks",
     "generic_lipschitz",
     "heterogeneous_family",
+    "lipschitz_bound",
     "logistic_tasks",
     "outlier_family",
     "random_mixtures",
@@ -108,14 +109,31 @@ def _check_pos_int(name: str, value: int) -> int:
     return int(value)
 
 
-def generic_lipschitz(problem: Any, center: Float, radius: float) -> float:
-    """``max_i ||grad L_i(center)|| + smoothness * radius``.
+def generic_lipschitz(
+    problem: Any, center: Float, radius: float, smoothness: float | None = None
+) -> float:
+    """``max_i ||grad L_i(center)|| + smoothness * radius`` (``smoothness`` defaults to
+    ``problem.smoothness``).
 
     Valid for any ``smoothness``-smooth tasks: ``||grad L_i(x)|| <= ||grad L_i(c)|| +
-    smoothness ||x - c||`` on the ball ``||x - c|| <= radius``.
+    smoothness ||x - c||`` on the ball ``||x - c|| <= radius``. The families use it inside
+    their own ``lipschitz``; callers want :func:`lipschitz_bound`, which prefers those.
     """
+    smooth = problem.smoothness if smoothness is None else smoothness
     g = problem.jacobian(np.asarray(center, dtype=np.float64))
-    return float(np.max(np.linalg.norm(g, axis=1)) + problem.smoothness * radius)
+    return float(np.max(np.linalg.norm(g, axis=1)) + smooth * radius)
+
+
+def lipschitz_bound(
+    problem: Any, center: Float, radius: float, *, smoothness: float | None = None
+) -> float:
+    """``G >= max_i ||grad L_i(x)||`` on the ball ``||x - center|| <= radius``: the problem's
+    own ``lipschitz(center, radius)`` when it has one (the families' are tighter), else
+    :func:`generic_lipschitz` with ``smoothness`` (default ``problem.smoothness``)."""
+    own = getattr(problem, "lipschitz", None)
+    if callable(own):
+        return float(own(center, radius))
+    return generic_lipschitz(problem, center, radius, smoothness)
 
 
 class QuadraticTasks:

@@ -26,9 +26,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import scipy.sparse
 
-from ._common import CONVERGED, NOT_OPTIMAL
 from .problems import check_problem
-from .solvers import Result
+from .result import Recorder, Result, Status
 
 __all__ = [
     "CONIC_SOLVERS",
@@ -103,11 +102,10 @@ def solve_cvxpy(problem: Any, *, solver_options: dict[str, Any] | None = None) -
         fun=fun,
         nit=int(getattr(stats, "num_iters", 0) or 0),
         nfev=0,
-        success=ok,
-        status=CONVERGED if ok else NOT_OPTIMAL,
+        status=Status.CONVERGED if ok else Status.NOT_OPTIMAL,
         message=f"cvxpy/clarabel status: {status}",
         method="cvxpy",
-        history={"step": np.zeros(0, dtype=np.int64), "fun": np.zeros(0)},
+        history=Recorder().history(),  # no iterates of its own: empty columns
         weights=w,
         certificate=None,
         info={

@@ -108,8 +108,8 @@ def test_the_former_rules_stay_as_explicit_options() -> None:
     paper = mc.minimize_max(prob, method="softmax", temperature=0.1, line_search="fixed")
     assert paper.info["line_search"] == "fixed"
     assert _relative_gap(prob, x0, paper.fun) > 0.5
-    former = mc.minimize_max(prob, method="group_dro", schedule="strongly_convex")
-    assert former.info["schedule"] == "strongly_convex"
+    former = mc.minimize_max(prob, method="group_dro", step_rule="strongly_convex")
+    assert former.info["step_rule"] == "strongly_convex"
     assert former.fun > float(np.max(prob.losses(x0)))  # ends above its start
-    with pytest.raises(ValueError, match="schedule must be 'smooth' or 'strongly_convex'"):
-        mc.minimize_max(prob, method="group_dro", schedule="fast")
+    with pytest.raises(ValueError, match="step_rule must be 'smooth' or 'strongly_convex'"):
+        mc.minimize_max(prob, method="group_dro", step_rule="fast")

@@ -108,11 +108,11 @@ def test_subgradient_log_log_slope_is_minus_one(seed: int) -> None:
     assert abs(slope + 1) <= 0.1, slope
 
 
-def test_convex_schedule_bound() -> None:
-    """schedule='sqrt' (the merely convex case): best iterate within 3 R G / sqrt(T)."""
+def test_convex_step_rule_bound() -> None:
+    """step_rule="sqrt" (the merely convex case): best iterate within 3 R G / sqrt(T)."""
     prob = problem("quad-8x10")
     res = mc.minimize_max(
-        prob, method="subgradient", schedule="sqrt", steps=2000, mu=0.0, radius=5.0
+        prob, method="subgradient", step_rule="sqrt", steps=2000, mu=0.0, radius=5.0
     )
     assert np.linalg.norm(res.x) <= 5.0 + 1e-12
     gaps = res.history["fun"] - optimum("quad-8x10")
@@ -233,7 +233,7 @@ def test_divergence_is_reported() -> None:
         ({"method": "softmax", "tol": 0.0}, ValueError, "tol"),
         ({"method": "softmax", "batch_size": 0}, ValueError, "batch_size"),
         ({"method": "softmax", "callback": 3}, TypeError, "callback"),
-        ({"method": "subgradient", "schedule": "fast"}, ValueError, "schedule"),
+        ({"method": "subgradient", "step_rule": "fast"}, ValueError, "step_rule"),
     ],
 )
 def test_bad_input_names_the_parameter(kwargs, error, match) -> None:
