@@ -11,6 +11,7 @@ import pytest
 
 import minimax_core as mc
 from minimax_core import exact
+from minimax_core.exact.interior import corrector_share
 
 
 def _least_squares(m: int, d: int, seed: int, n: int = 20) -> mc.problems.LeastSquaresTasks:
@@ -53,9 +54,9 @@ def test_corrector_share_keeps_half_the_descent() -> None:
     """The share is 1 while the corrector leaves half the Newton slope, else exactly the
     share at which the slope ``-2 (merit - feasible) - 2 gamma r_c' c`` is half of it."""
     rc = np.array([1.0, -2.0])
-    assert exact._corrector_share(10.0, 0.0, rc, np.array([1.0, 1.0])) == 1.0
+    assert corrector_share(10.0, 0.0, rc, np.array([1.0, 1.0])) == 1.0
     corr = np.array([-3.0, 4.0])  # r_c' c = -11 < -5
-    gamma = exact._corrector_share(10.0, 0.0, rc, corr)
+    gamma = corrector_share(10.0, 0.0, rc, corr)
     assert gamma == pytest.approx(5.0 / 11.0)
     slope = -2 * 10.0 - 2 * gamma * float(rc @ corr)
     assert slope == pytest.approx(-10.0)

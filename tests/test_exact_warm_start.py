@@ -23,15 +23,15 @@ def _moved(prob: mc.problems.QuadraticTasks, scale: float, seed: int) -> mc.prob
 @pytest.mark.parametrize(("m", "d"), [(5, 20), (10, 50), (50, 200)])
 def test_warm_start_is_certified_and_saves_iterations(m: int, d: int) -> None:
     prob = mc.problems.random_quadratic(m, d, mu=1.0, smoothness=10.0, seed=0)
-    first = exact.solve(prob, np.zeros(d), tol=1e-8)
+    first = exact.minimize(prob, np.zeros(d), tol=1e-8)
     assert first.success
     saved = 0
     for k, scale in enumerate((1e-3, 1e-2)):
         nxt = _moved(prob, scale, seed=k)
-        cold = exact.solve(nxt, np.zeros(d), tol=1e-8)
-        warm = exact.solve(nxt, first.x, tol=1e-8, weights0=first.weights)
+        cold = exact.minimize(nxt, np.zeros(d), tol=1e-8)
+        warm = exact.minimize(nxt, first.x, tol=1e-8, weights0=first.weights)
         assert cold.success and warm.success, warm.message
-        assert warm.certificate <= 1e-8 * abs(warm.fun)
+        assert warm.certificate is not None and warm.certificate <= 1e-8 * abs(warm.fun)
         assert abs(warm.fun - cold.fun) <= 1e-8 * abs(cold.fun)
         assert warm.nit <= cold.nit
         saved += cold.nit - warm.nit
@@ -40,10 +40,12 @@ def test_warm_start_is_certified_and_saves_iterations(m: int, d: int) -> None:
 
 def test_warm_start_of_the_gradient_mapping() -> None:
     prob = mc.problems.random_quadratic(8, 6, mu=1.0, smoothness=10.0, seed=2)
-    first = exact.solve(prob, np.zeros(6), algorithm="gradient_mapping", tol=1e-8)
+    first = exact.minimize(prob, np.zeros(6), algorithm="gradient_mapping", tol=1e-8)
     nxt = _moved(prob, 1e-3, seed=3)
-    warm = exact.solve(nxt, first.x, algorithm="gradient_mapping", tol=1e-8, weights0=first.weights)
-    ref = exact.solve(nxt, np.zeros(6), tol=1e-10)
+    warm = exact.minimize(
+        nxt, first.x, algorithm="gradient_mapping", tol=1e-8, weights0=first.weights
+    )
+    ref = exact.minimize(nxt, np.zeros(6), tol=1e-10)
     assert warm.success and abs(warm.fun - ref.fun) <= 1e-8 * abs(ref.fun)
 
 
@@ -60,7 +62,7 @@ def test_warm_start_of_the_gradient_mapping() -> None:
 def test_bad_weights0_is_refused(weights0: Any, error: type, match: str) -> None:
     prob = mc.problems.random_quadratic(4, 3, seed=1)
     with pytest.raises(error, match=match):
-        exact.solve(prob, np.zeros(3), weights0=weights0)
+        exact.minimize(prob, np.zeros(3), weights0=weights0)
 
 
 def test_check_weights_normalises() -> None:

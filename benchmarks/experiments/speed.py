@@ -31,7 +31,7 @@ scaled by ``M d^3``) exceeds ``--anchor-cap`` is not run. Relative error: ``(F(x
 (certified).
 
 Warm start (sizes up to (50, 200)): a sequence of ten related problems (each centre moved
-by 1e-2 per problem) solved by ``minimax_core.exact.solve`` cold (from 0) and warm (from
+by 1e-2 per problem) solved by ``minimax_core.exact.minimize`` cold (from 0) and warm (from
 the previous solution's ``x`` and ``weights``): CPU time per solve, iterations, and the
 largest relative difference of the optima (both certified to 1e-8).
 
@@ -347,7 +347,7 @@ def _anchors(
 
 def _warm_start(m: int, d: int, seed: int, repeats: int) -> dict[str, Any]:
     """A sequence of related problems (the centres move by ``WARM_MOVE`` per problem):
-    ``exact.solve`` cold (from 0) against warm (``x0``, ``weights0`` of the previous
+    ``exact.minimize`` cold (from 0) against warm (``x0``, ``weights0`` of the previous
     solution); CPU time per solve, best of ``repeats``, and the mean iterations."""
     from minimax_core import exact
 
@@ -362,9 +362,9 @@ def _warm_start(m: int, d: int, seed: int, repeats: int) -> dict[str, Any]:
         cpu, prev, out = time.process_time(), None, []
         for problem in sequence:
             if warm and prev is not None:
-                prev = exact.solve(problem, prev.x, tol=1e-8, weights0=prev.weights)
+                prev = exact.minimize(problem, prev.x, tol=1e-8, weights0=prev.weights)
             else:
-                prev = exact.solve(problem, np.zeros(d), tol=1e-8)
+                prev = exact.minimize(problem, np.zeros(d), tol=1e-8)
             out.append(prev)
         return time.process_time() - cpu, out
 
@@ -572,7 +572,7 @@ def run(args: argparse.Namespace) -> Report:
         + "\n\n"
         + (
             "**Warm start** (a sequence of related problems, centres moved by "
-            f"{WARM_MOVE:g} per problem; `exact.solve` from 0 vs from the previous `x` and "
+            f"{WARM_MOVE:g} per problem; `exact.minimize` from 0 vs from the previous `x` and "
             "`weights`; CPU time per solve, best of the repeats):\n\n" + warm_table + "\n\n"
             if warm_table
             else ""
