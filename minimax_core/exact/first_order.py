@@ -1,14 +1,13 @@
-"""The first-order engine of ``method="auto"``, for tasks that give only ``losses`` and
-``jacobian``.
+"""The first-order engine of ``method="auto"`` (``"gradient_mapping"``), for tasks that give
+only ``losses`` and ``jacobian``.
 
-``"gradient_mapping"`` (tasks that give only ``losses`` and ``jacobian``)
-    Nesterov's accelerated gradient method for max-type functions (Nesterov 2004,
-    Section 2.3.3): ``x+ = argmin_z max_i [L_i(y) + <grad L_i(y), z - y>] + (L/2)||z - y||^2``,
-    whose dual is the simplex QP ``max_w <w, L(y)> - ||G'w||^2/(2L)``
-    (:func:`~minimax_core.simplex_qp.solve_simplex_qp`, warm-started), then the momentum
-    ``y = x+ + beta (x+ - x)`` with ``beta = (sqrt L - sqrt mu)/(sqrt L + sqrt mu)`` (FISTA's
-    sequence when ``mu`` is unknown) and the gradient restart of O'Donoghue and Candes
-    (2015). Without a known ``smoothness`` the step backtracks on ``L``.
+Nesterov's accelerated gradient method for max-type functions (Nesterov 2004,
+Section 2.3.3): ``x+ = argmin_z max_i [L_i(y) + <grad L_i(y), z - y>] + (L/2)||z - y||^2``,
+whose dual is the simplex QP ``max_w <w, L(y)> - ||G'w||^2/(2L)``
+(:func:`~minimax_core.simplex_qp.solve_simplex_qp`, warm-started), then the momentum
+``y = x+ + beta (x+ - x)`` with ``beta = (sqrt L - sqrt mu)/(sqrt L + sqrt mu)`` (FISTA's
+sequence when ``mu`` is unknown) and the gradient restart of O'Donoghue and Candes
+(2015). Without a known ``smoothness`` the step backtracks on ``L``.
 """
 
 from __future__ import annotations

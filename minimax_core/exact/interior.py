@@ -1,30 +1,30 @@
-"""The primal-dual interior-point method of ``method="auto"`` (tasks with Hessians).
+"""The primal-dual interior-point method of ``method="auto"`` (``"interior_point"``: tasks
+with Hessians, :class:`~minimax_core.problems.QuadraticTasks` or any problem with
+``hessians(x) -> (M, d, d)``).
 
-``"interior_point"`` (tasks with Hessians: :class:`~minimax_core.problems.QuadraticTasks`,
-or any problem with ``hessians(x) -> (M, d, d)``)
-    A primal-dual interior-point method on the epigraph form ``min t  s.t.  L_i(x) <= t``
-    with Mehrotra's predictor-corrector. Slacks ``s = t - L(x) > 0`` and multipliers
-    ``lam > 0``; the Newton system for stationarity (``sum_i lam_i grad L_i = 0``,
-    ``sum_i lam_i = 1``) and centrality ``lam * s = sigma mu_c``, with ``ds = dt - G dx``
-    and ``dlam`` eliminated, is the ``(d+1) x (d+1)`` positive-definite system
+A primal-dual interior-point method on the epigraph form ``min t  s.t.  L_i(x) <= t``
+with Mehrotra's predictor-corrector. Slacks ``s = t - L(x) > 0`` and multipliers
+``lam > 0``; the Newton system for stationarity (``sum_i lam_i grad L_i = 0``,
+``sum_i lam_i = 1``) and centrality ``lam * s = sigma mu_c``, with ``ds = dt - G dx``
+and ``dlam`` eliminated, is the ``(d+1) x (d+1)`` positive-definite system
 
-    ``[[H + G' D G, -G' D 1], [-1' D G, 1' D 1]] [dx; dt] = rhs``,
-    ``H = sum_i lam_i hess L_i``, ``D = diag(lam / s)``, ``G`` the Jacobian,
+``[[H + G' D G, -G' D 1], [-1' D G, 1' D 1]] [dx; dt] = rhs``,
+``H = sum_i lam_i hess L_i``, ``D = diag(lam / s)``, ``G`` the Jacobian,
 
-    solved by one Cholesky factorisation (two solves: predictor and corrector; the
-    corrector is scaled down where it would cancel the merit's descent, which happens with
-    many more tasks than dimensions: :func:`_corrector_share`). The step
-    keeps a fraction of ``lam`` and of the linearised slacks, then backtracks on the
-    squared KKT residual, whose slack part ``L(x + a dx) - (t + a dt) - (s + a ds)`` is the
-    curvature the linearisation missed (``a^2 dx' A_i dx / 2`` for quadratic tasks): far from
-    the solution a full Newton step would trade the whole gain for infeasibility. After the
-    step ``t`` is raised until ``s = t - L(x)`` is at least its linear prediction (slacks
-    never shrink below it). For quadratic tasks every trial step is exact and free: the
-    losses and gradients along ``dx`` follow from ``A_i dx``, so one iteration costs two
-    products with the stack of Hessians (``A_i dx``, and ``sum_i dlam_i A_i``, which updates
-    ``H`` since it is linear in ``lam``) read chunk by chunk in one pass, plus one Cholesky;
-    least-squares tasks work from their samples (no ``d x d`` matrix per task); for other
-    tasks each trial evaluates the losses.
+solved by one Cholesky factorisation (two solves: predictor and corrector; the
+corrector is scaled down where it would cancel the merit's descent, which happens with
+many more tasks than dimensions: :func:`corrector_share`). The step
+keeps a fraction of ``lam`` and of the linearised slacks, then backtracks on the
+squared KKT residual, whose slack part ``L(x + a dx) - (t + a dt) - (s + a ds)`` is the
+curvature the linearisation missed (``a^2 dx' A_i dx / 2`` for quadratic tasks): far from
+the solution a full Newton step would trade the whole gain for infeasibility. After the
+step ``t`` is raised until ``s = t - L(x)`` is at least its linear prediction (slacks
+never shrink below it). For quadratic tasks every trial step is exact and free: the
+losses and gradients along ``dx`` follow from ``A_i dx``, so one iteration costs two
+products with the stack of Hessians (``A_i dx``, and ``sum_i dlam_i A_i``, which updates
+``H`` since it is linear in ``lam``) read chunk by chunk in one pass, plus one Cholesky;
+least-squares tasks work from their samples (no ``d x d`` matrix per task); for other
+tasks each trial evaluates the losses.
 
 Certificates: :mod:`minimax_core.exact.certificate`; the tasks' products:
 :mod:`minimax_core.exact.models`.
