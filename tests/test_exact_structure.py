@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import minimax_core as mc
-from minimax_core import exact
+from minimax_core.exact import models
 
 
 def _least_squares(m: int, n: int, d: int, l2: float, seed: int) -> mc.problems.LeastSquaresTasks:
@@ -63,11 +63,11 @@ def test_fused_pass_equals_the_two_products(monkeypatch: pytest.MonkeyPatch) -> 
     prob = mc.problems.random_quadratic(num_tasks=13, dim=30, seed=4)
     rng = np.random.default_rng(5)
     dx, dlam = rng.standard_normal(30), rng.standard_normal(13)
-    plain = exact._QuadraticModel(prob)
+    plain = models.QuadraticModel(prob)
     assert plain.chunks is None
-    monkeypatch.setattr(exact, "_FUSE_BYTES", 1000)
-    monkeypatch.setattr(exact, "_CHUNK_BYTES", 3 * 30 * 30 * 8)
-    chunked = exact._QuadraticModel(prob)
+    monkeypatch.setattr(models, "FUSE_BYTES", 1000)
+    monkeypatch.setattr(models, "CHUNK_BYTES", 3 * 30 * 30 * 8)
+    chunked = models.QuadraticModel(prob)
     assert chunked.chunks is not None and len(chunked.chunks) == 5
     prod, change = chunked.step_products(dx, dlam)
     np.testing.assert_allclose(prod, np.einsum("mij,j->mi", prob.hessian_stack, dx), atol=1e-12)

@@ -18,7 +18,7 @@ samples ``N d^2`` for the weighted Hessian), ``G' D G`` (``M d^2``) and one Chol
 M) d^2 + d^3)``). Softmax: ``time ~ evaluations x M d^2`` (least squares: ``x N d``).
 Slopes are least-squares fits of ``log time`` (and ``log iterations``, ``log cost``) on
 ``log M`` or ``log d`` over the points of each series where auto certified its optimum
-(the others are listed: there auto stalls, status 4); the ratio ``time / cost`` per point shows where
+(the others, if any, are listed: there auto stopped uncertified); the ratio ``time / cost`` per point shows where
 the model holds (flat) and where overheads dominate (small problems). Softmax runs until
 its gap to auto's certified optimum ``F*`` is ``1e-3`` of the gap at the start, ``F(x_t)
 - F* <= 1e-3 (F(x_0) - F*)`` (a relative gap on ``|F*|`` is met in one step when many
@@ -38,8 +38,9 @@ import numpy as np
 from tqdm import tqdm
 
 import minimax_core as mc
+from deep.plotting import new_figure, save_figure
 
-from ..common import Experiment, Report, save_figure, single_threaded, write_json
+from ..common import Experiment, Report, single_threaded, write_json
 
 NAME = "scaling"
 TARGET = 1e-3  # softmax: the gap F(x) - F* reduced to this fraction of F(x0) - F*
@@ -328,12 +329,8 @@ def _markdown(sweeps: dict[str, Any], slopes: dict[str, Any]) -> str:
 
 
 def _plot(sweeps: dict[str, Any], slopes: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    fig = new_figure(figsize=(12, 5))
+    axes = fig.subplots(1, 2)
     styles = {"dense": ("tab:blue", "o"), "least_squares": ("tab:green", "s")}
     for ax, (axis, by_family) in zip(axes, sweeps.items(), strict=True):
         for family, all_rows in by_family.items():

@@ -30,6 +30,11 @@ than a scheduler slice). A solver whose predicted CPU time (its time at the prev
 scaled by ``M d^3``) exceeds ``--anchor-cap`` is not run. Relative error: ``(F(x) - F*)/|F*|`` with ``F*`` from auto at ``tol=1e-12``
 (certified).
 
+Warm start (sizes up to (50, 200)): a sequence of ten related problems (each centre moved
+by 1e-2 per problem) solved by ``minimax_core.exact.minimize`` cold (from 0) and warm (from
+the previous solution's ``x`` and ``weights``): CPU time per solve, iterations, and the
+largest relative difference of the optima (both certified to 1e-8).
+
 Ratios written to the JSON and printed: speed-up of auto over CVXPY and over each direct
 solver, auto time in gradient evaluations, and every method's time over auto's. A scaling sweep draws auto's
 time against d (M fixed) and against M (d fixed) on log-log axes, with CVXPY where it
@@ -49,8 +54,9 @@ import numpy as np
 from tqdm import tqdm
 
 import minimax_core as mc
+from deep.plotting import new_figure, save_figure
 
-from ..common import Experiment, Report, save_figure, single_threaded, timed, write_json
+from ..common import Experiment, Report, single_threaded, timed, write_json
 
 NAME = "speed"
 SIZES = ((10, 50), (50, 200), (100, 500))
@@ -59,6 +65,9 @@ TARGET = 1e-3  # relative gap for the first-order methods
 CVXPY_SCALING_LIMIT = 60.0  # seconds: CVXPY is drawn in the sweep only below this
 ANCHOR_SIZES = ((5, 20), (10, 50), (20, 100), (50, 200), (100, 500))
 ANCHOR_SMOOTHNESS = 10.0
+WARM_SEQUENCE = 10  # related problems per warm-start sequence (centres moved step by step)
+WARM_MOVE = 1e-2  # standard deviation of each move of every centre
+WARM_MAX_SIZE = 10_000  # M * d: warm starts are measured up to (50, 200)
 
 FIRST_ORDER: dict[str, tuple[str, Callable[[float, int], dict[str, Any]]]] = {
     "softmax (fixed step)": (
@@ -328,9 +337,76 @@ def _anchors(
                     skip[name] = (
                         f"predicted {entry['cpu_seconds'] * growth:.0f} CPU s > cap {cap:g} s"
                     )
-        rows.append(_anchor_row(m, d, seed, solvers, repeats, skip, bar))
+        row = _anchor_row(m, d, seed, solvers, repeats, skip, bar)
+        if m * d <= WARM_MAX_SIZE:
+            row["warm_start"] = _warm_start(m, d, seed, repeats)
+        rows.append(row)
     missing = [s for s in mc.reference.CONIC_SOLVERS if s not in solvers]
     return {"solvers": solvers, "not_installed": missing, "cap_seconds": cap, "rows": rows}
+
+
+def _warm_start(m: int, d: int, seed: int, repeats: int) -> dict[str, Any]:
+    """A sequence of related problems (the centres move by ``WARM_MOVE`` per problem):
+    ``exact.minimize`` cold (from 0) against warm (``x0``, ``weights0`` of the previous
+    solution); CPU time per solve, best of ``repeats``, and the mean iterations."""
+    from minimax_core import exact
+
+    first = _problem(m, d, ANCHOR_SMOOTHNESS, seed)
+    rng = np.random.default_rng(seed + 1)
+    sequence = [first]
+    for _ in range(WARM_SEQUENCE - 1):
+        centers = sequence[-1].centers + WARM_MOVE * rng.standard_normal(first.centers.shape)
+        sequence.append(mc.problems.QuadraticTasks(first.hessian_stack, centers, first.offsets))
+
+    def run(warm: bool) -> tuple[float, list[Any]]:
+        cpu, prev, out = time.process_time(), None, []
+        for problem in sequence:
+            if warm and prev is not None:
+                prev = exact.minimize(problem, prev.x, tol=1e-8, weights0=prev.weights)
+            else:
+                prev = exact.minimize(problem, np.zeros(d), tol=1e-8)
+            out.append(prev)
+        return time.process_time() - cpu, out
+
+    cold_cpu, warm_cpu = math.inf, math.inf
+    for _ in range(repeats):
+        seconds, cold = run(False)
+        cold_cpu = min(cold_cpu, seconds)
+        seconds, warm = run(True)
+        warm_cpu = min(warm_cpu, seconds)
+    return {
+        "sequence": WARM_SEQUENCE,
+        "move": WARM_MOVE,
+        "cold_cpu_per_solve": cold_cpu / WARM_SEQUENCE,
+        "warm_cpu_per_solve": warm_cpu / WARM_SEQUENCE,
+        "speedup_cpu": cold_cpu / warm_cpu,
+        "cold_mean_nit": float(np.mean([r.nit for r in cold])),
+        "warm_mean_nit": float(np.mean([r.nit for r in warm])),
+        "all_certified": bool(all(r.success for r in cold + warm)),
+        "max_relative_difference": max(
+            abs(w.fun - c.fun) / abs(c.fun) for c, w in zip(cold, warm, strict=True)
+        ),
+    }
+
+
+def _warm_table(anchors: dict[str, Any]) -> str:
+    rows = [r for r in anchors["rows"] if "warm_start" in r]
+    if not rows:
+        return ""
+    lines = [
+        "| M, d | cold CPU / solve | warm CPU / solve | speed-up | iterations cold -> warm "
+        "| max rel. difference |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        w = r["warm_start"]
+        lines.append(
+            f"| {r['num_tasks']}, {r['dim']} | {_fmt_seconds(w['cold_cpu_per_solve'])} | "
+            f"{_fmt_seconds(w['warm_cpu_per_solve'])} | {w['speedup_cpu']:.2f}x | "
+            f"{w['cold_mean_nit']:.1f} -> {w['warm_mean_nit']:.1f} | "
+            f"{w['max_relative_difference']:.1e} |"
+        )
+    return "\n".join(lines)
 
 
 def _anchor_table(anchors: dict[str, Any]) -> str:
@@ -360,12 +436,8 @@ def _anchor_table(anchors: dict[str, Any]) -> str:
 
 
 def _plot_anchors(anchors: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig = new_figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2)
     rows = anchors["rows"]
     labels = [f"{r['num_tasks']}x{r['dim']}" for r in rows]
     xs = np.arange(len(rows))
@@ -479,6 +551,9 @@ def run(args: argparse.Namespace) -> Report:
         pngs.append(_plot_scaling(scaling, out / f"{NAME}_scaling.png"))
     anchor_table = _anchor_table(anchors)
     print(anchor_table)
+    warm_table = _warm_table(anchors)
+    if warm_table:
+        print(warm_table)
     table = _markdown_table(rows) if rows else ""
     if table:
         print(table)
@@ -495,6 +570,13 @@ def run(args: argparse.Namespace) -> Report:
         f"process; not installed: {not_installed}):\n\n"
         + anchor_table
         + "\n\n"
+        + (
+            "**Warm start** (a sequence of related problems, centres moved by "
+            f"{WARM_MOVE:g} per problem; `exact.minimize` from 0 vs from the previous `x` and "
+            "`weights`; CPU time per solve, best of the repeats):\n\n" + warm_table + "\n\n"
+            if warm_table
+            else ""
+        )
         + (
             "Single-threaded wall times on `random_quadratic(M, d, mu=1, smoothness=L)`. "
             "`auto` is the interior-point method (certificate <= 1e-8 relative); `gm` its "
@@ -599,11 +681,6 @@ def _markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _plot_table(rows: list[dict[str, Any]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     series: dict[str, list[float]] = {
         "one gradient evaluation": [r["gradient_seconds"] for r in rows],
         "auto (interior point)": [r["auto"]["seconds"] for r in rows],
@@ -618,11 +695,14 @@ def _plot_table(rows: list[dict[str, Any]], path: Path) -> Path:
     }
     from matplotlib.patches import Patch
 
-    fig, ax = plt.subplots(figsize=(11, 6))
+    fig = new_figure(figsize=(11, 6))
+    ax = fig.subplots()
     n, k = len(rows), len(series)
     width = 0.8 / k
     xs = np.arange(n)
-    cmap = plt.get_cmap("tab10")
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
     handles = []
     for j, (label, values) in enumerate(series.items()):
         pos = xs - 0.4 + (j + 0.5) * width
@@ -648,12 +728,8 @@ def _plot_table(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def _plot_scaling(scaling: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig = new_figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2)
     for ax, (axis, rows) in zip(axes, scaling.items(), strict=True):
         xs = np.array([r[axis] for r in rows], dtype=float)
         ax.loglog(xs, [r["auto_seconds"] for r in rows], "o-", label="auto (interior point)")
