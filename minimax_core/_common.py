@@ -4,11 +4,12 @@ check of the problem's first outputs (:mod:`minimax_core.solvers`, :mod:`minimax
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from .validation import check_real, check_seed
 
 __all__ = [
     "BUDGET",
@@ -76,30 +77,6 @@ def _real_array(value: Any, name: str) -> Float:
             f"problem.{name} must return real numbers, got an array of dtype {arr.dtype}"
         )
     return np.asarray(arr, dtype=np.float64)
-
-
-def check_real(name: str, value: Any, *, low: float = 0.0, strict: bool = False) -> float:
-    """``value`` as a finite float ``>= low`` (``> low`` if ``strict``), or an error naming
-    ``name`` and the allowed range (strings, booleans and NaN are refused)."""
-    allowed = f"a finite number {'>' if strict else '>='} {low:g}"
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
-    out = float(value)
-    if not math.isfinite(out) or out < low or (strict and out == low):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return out
-
-
-def check_seed(value: Any, name: str = "seed") -> Any:
-    """A seed for ``numpy.random.default_rng``: ``None``, an integer ``>= 0``, or a
-    ``numpy.random.Generator``/``SeedSequence`` (returned unchanged)."""
-    if value is None or isinstance(value, np.random.Generator | np.random.SeedSequence):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(
-            f"{name} must be None or an integer >= 0 (or a numpy Generator), got {value!r}"
-        )
-    return int(value)
 
 
 def all_finite(*arrays: Float) -> bool:
