@@ -373,7 +373,7 @@ def ema(decay: float) -> LossEstimator:
 # keeps its own state) and works on numpy arrays and torch tensors alike: its constants are
 # converted once per (namespace, device, dtype) and cached, so a step copies nothing.
 
-Wrap = Callable[[WeightRule], WeightRule]
+_Wrap = Callable[[WeightRule], WeightRule]
 
 
 class RuleWrapper(NamedTuple):
@@ -382,7 +382,7 @@ class RuleWrapper(NamedTuple):
     Made by calling a wrapper without its rule, e.g. ``mix_uniform(0.1)``.
     """
 
-    wrap: Wrap
+    wrap: _Wrap
     name: str
 
     def __call__(self, rule: WeightRule) -> WeightRule:
@@ -479,24 +479,34 @@ def check_rule(rule: Any) -> WeightRule:
     return rule  # type: ignore[no-any-return]
 
 
-def _applied(rule: Any, wrap: Wrap, name: str) -> Any:
+_MISSING: Any = object()
+
+
+def _arguments(rule: Any, *args: Any, names: tuple[str, ...]) -> tuple[Any, tuple[Any, ...]]:
+    """``(rule or None, the wrapper's own arguments)`` for a wrapper called with its rule,
+    ``f(rule, a, b)``, or without, ``f(a, b)`` / ``f(a, b=...)``: without a rule the
+    positional arguments slide one place left (the first missing one is filled)."""
+    if rule is not None and not _is_rule(rule):
+        missing = [i for i, arg in enumerate(args) if arg is _MISSING]
+        if not missing:  # every argument given: ``rule`` is not a rule
+            check_rule(rule)
+        i = missing[0]
+        rule, args = None, (rule, *args[:i], *args[i + 1 :])
+    for name, arg in zip(names, args, strict=True):
+        if arg is _MISSING:
+            raise TypeError(f"{name} is required")
+    return rule, args
+
+
+def _applied(rule: Any, wrap: _Wrap, name: str) -> Any:
     """``wrap(rule)`` when a rule was given, else the wrapper itself (for :func:`chain`)."""
     return RuleWrapper(wrap, name) if rule is None else wrap(check_rule(rule))
-
-
-def _required(rule: Any, name: str) -> None:
-    """A rule given without the wrapper's own argument is a mistake, not a wrapper."""
-    if _is_rule(rule):
-        raise TypeError(f"{name} is required when a rule is given")
-
-
-_MISSING: Any = object()
 
 
 @overload
 def mix_uniform(rule: WeightRule, epsilon: float) -> WeightRule: ...
 @overload
-def mix_uniform(rule: float) -> RuleWrapper: ...
+def mix_uniform(epsilon: float, /) -> RuleWrapper: ...
 @overload
 def mix_uniform(*, epsilon: float) -> RuleWrapper: ...
 def mix_uniform(rule: Any = None, epsilon: Any = _MISSING) -> Any:
@@ -505,9 +515,7 @@ def mix_uniform(rule: Any = None, epsilon: Any = _MISSING) -> Any:
     ``mix_uniform(rule, epsilon)`` wraps ``rule``; ``mix_uniform(epsilon)`` is the wrapper
     alone, for :func:`chain`. A wrapper on the way out: it sees the inner rule's weights.
     """
-    if epsilon is _MISSING:
-        _required(rule, "epsilon")
-        rule, epsilon = None, rule
+    rule, (epsilon,) = _arguments(rule, epsilon, names=("epsilon",))
     eps = check_interval("epsilon", epsilon, 0.0, 1.0)
 
     def wrap(inner: WeightRule) -> WeightRule:
@@ -530,8 +538,16 @@ def excess_loss(
     rule: WeightRule, reference_losses: ArrayLike | Array, *, clip_at_zero: bool = True
 ) -> WeightRule: ...
 @overload
-def excess_loss(rule: ArrayLike | Array, *, clip_at_zero: bool = True) -> RuleWrapper: ...
-def excess_loss(rule: Any, reference_losses: Any = _MISSING, *, clip_at_zero: bool = True) -> Any:
+def excess_loss(
+    reference_losses: ArrayLike | Array, /, *, clip_at_zero: bool = True
+) -> RuleWrapper: ...
+@overload
+def excess_loss(
+    *, reference_losses: ArrayLike | Array, clip_at_zero: bool = True
+) -> RuleWrapper: ...
+def excess_loss(
+    rule: Any = None, reference_losses: Any = _MISSING, *, clip_at_zero: bool = True
+) -> Any:
     """The rule sees the excess loss over a reference model, ``max(L_i - Lref_i, 0)`` (DoReMi).
 
     ``reference_losses`` (``(M,)``) are the per-task losses of a reference model (for example
@@ -541,11 +557,7 @@ def excess_loss(rule: Any, reference_losses: Any = _MISSING, *, clip_at_zero: bo
     ``excess_loss(reference_losses)`` is the wrapper alone, for :func:`chain`. A wrapper on
     the way in: it changes the losses the inner rule sees.
     """
-    if reference_losses is _MISSING:
-        _required(rule, "reference_losses")
-        rule, reference_losses = None, rule
-    if rule is not None and not _is_rule(rule):
-        rule = check_rule(rule)
+    rule, (reference_losses,) = _arguments(rule, reference_losses, names=("reference_losses",))
     reference = _task_vector("reference_losses", reference_losses, positive=False)
 
     def wrap(inner: WeightRule) -> WeightRule:
@@ -573,8 +585,14 @@ def group_size_adjusted(
     rule: WeightRule, group_sizes: ArrayLike | Array, adjustment: float
 ) -> WeightRule: ...
 @overload
-def group_size_adjusted(rule: ArrayLike | Array, group_sizes: float) -> RuleWrapper: ...
-def group_size_adjusted(rule: Any, group_sizes: Any, adjustment: Any = _MISSING) -> Any:
+def group_size_adjusted(group_sizes: ArrayLike | Array, adjustment: float, /) -> RuleWrapper: ...
+@overload
+def group_size_adjusted(group_sizes: ArrayLike | Array, /, *, adjustment: float) -> RuleWrapper: ...
+@overload
+def group_size_adjusted(*, group_sizes: ArrayLike | Array, adjustment: float) -> RuleWrapper: ...
+def group_size_adjusted(
+    rule: Any = None, group_sizes: Any = _MISSING, adjustment: Any = _MISSING
+) -> Any:
     """The rule sees ``L_i + C / sqrt(n_i)`` (Group DRO's generalisation adjustment).
 
     ``group_sizes`` are the number of training items of each task ``n_i > 0`` and
@@ -583,11 +601,9 @@ def group_size_adjusted(rule: Any, group_sizes: Any, adjustment: Any = _MISSING)
     ``group_size_adjusted(group_sizes, adjustment)`` is the wrapper alone, for
     :func:`chain`. A wrapper on the way in.
     """
-    if adjustment is _MISSING:
-        _required(rule, "adjustment")
-        rule, group_sizes, adjustment = None, rule, group_sizes
-    if rule is not None and not _is_rule(rule):
-        rule = check_rule(rule)
+    rule, (group_sizes, adjustment) = _arguments(
+        rule, group_sizes, adjustment, names=("group_sizes", "adjustment")
+    )
     sizes = _task_vector("group_sizes", group_sizes, positive=True)
     offsets = check_real("adjustment", adjustment) / np.sqrt(sizes)
 

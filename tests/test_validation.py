@@ -20,9 +20,9 @@ def test_check_real() -> None:
     for bad in (-1e-300, math.nan, math.inf):
         with pytest.raises(ValueError, match=r"x must be a finite number >= 0"):
             check_real("x", bad)
-    for bad in ("1", True, None, np.array(1.0)):
+    for wrong_type in ("1", True, None, np.array(1.0)):
         with pytest.raises(TypeError, match=r"x must be a finite number >= 0"):
-            check_real("x", bad)
+            check_real("x", wrong_type)
 
 
 def test_check_interval() -> None:

@@ -76,7 +76,7 @@ def test_wrappers_reject_bad_input() -> None:
     with pytest.raises(ValueError, match="reference_losses must be finite"):
         W.excess_loss(W.uniform(), [1.0, float("nan")])
     with pytest.raises(TypeError, match=r"rule must be a minimax_core\.weights rule"):
-        W.mix_uniform("softmax", 0.1)  # type: ignore[arg-type]
+        W.mix_uniform("softmax", 0.1)  # type: ignore[call-overload]
 
 
 def test_deep_objective_re_exports_the_same_objects() -> None:
@@ -294,6 +294,22 @@ def test_chain_is_the_nested_wrappers() -> None:
     assert W.mix_uniform(epsilon=0.1)(W.uniform()).params == {"mix_uniform.epsilon": 0.1}
     rule = W.softmax(0.5)
     assert W.chain(rule) is rule
+    # the wrapper-alone forms, positional or by keyword, are the same wrapper
+    losses = np.array([1.0, 5.0, 0.0])
+    forms = [
+        W.group_size_adjusted([4.0, 1.0, 9.0], 2.0),
+        W.group_size_adjusted([4.0, 1.0, 9.0], adjustment=2.0),
+        W.group_size_adjusted(group_sizes=[4.0, 1.0, 9.0], adjustment=2.0),
+    ]
+    want = W.group_size_adjusted(W.softmax(1.0), [4.0, 1.0, 9.0], 2.0)
+    for form in forms:
+        wrapped = W.chain(form, W.softmax(1.0))
+        assert wrapped.params == want.params
+        np.testing.assert_array_equal(
+            wrapped.update(losses, wrapped.init(3))[0], want.update(losses, want.init(3))[0]
+        )
+    by_keyword = W.excess_loss(reference_losses=[1.0, 1.0, 1.0], clip_at_zero=False)
+    assert by_keyword(W.uniform()).params == {"excess_loss.clip_at_zero": 0.0}
 
 
 def test_chain_rejects_bad_pieces() -> None:
@@ -303,11 +319,15 @@ def test_chain_rejects_bad_pieces() -> None:
         W.chain(W.mix_uniform(0.1))
     with pytest.raises(TypeError, match="piece 0 is WeightRule"):
         W.chain(W.softmax(1.0), W.uniform())
-    with pytest.raises(TypeError, match="epsilon is required when a rule is given"):
+    with pytest.raises(TypeError, match="epsilon is required"):
         W.mix_uniform(W.uniform())  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="reference_losses is required"):
-        W.excess_loss(W.uniform())  # type: ignore[arg-type]
+        W.excess_loss(W.uniform())
     with pytest.raises(TypeError, match="adjustment is required"):
-        W.group_size_adjusted(W.uniform(), [1.0, 2.0])  # type: ignore[arg-type]
+        W.group_size_adjusted(W.uniform(), [1.0, 2.0])  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="group_sizes is required"):
+        W.group_size_adjusted(W.uniform(), adjustment=1.0)
+    with pytest.raises(TypeError, match=r"rule must be a minimax_core\.weights rule"):
+        W.group_size_adjusted("hardmax", [1.0, 2.0], 1.0)  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="reference_losses has 2 entries but num_tasks = 3"):
         W.chain(W.excess_loss([1.0, 2.0]), W.uniform()).init(3)
