@@ -503,6 +503,33 @@ def _applied(rule: Any, wrap: _Wrap, name: str) -> Any:
     return RuleWrapper(wrap, name) if rule is None else wrap(check_rule(rule))
 
 
+def _on_losses(
+    name: str,
+    transform: Callable[[Array, dict[Any, Any]], Array],
+    what: str,
+    size: int,
+    extra: dict[str, float],
+) -> _Wrap:
+    """A wrapper on the way in: the inner rule sees ``transform(losses, cache)`` (``cache``
+    holds the wrapper's constants converted to the losses' namespace/device/dtype, one per
+    wrapped rule); ``what`` (``size`` entries) must match ``num_tasks`` at ``init``."""
+
+    def wrap(inner: WeightRule) -> WeightRule:
+        cache: dict[Any, Any] = {}
+
+        def update(losses: Array, state: WeightState) -> tuple[Array, WeightState]:
+            return inner.update(transform(losses, cache), state)
+
+        return WeightRule(
+            _wrapped_init(inner, size, what),
+            update,
+            f"{name}({inner.name})",
+            _prefixed(name, inner, extra),
+        )
+
+    return wrap
+
+
 @overload
 def mix_uniform(rule: WeightRule, epsilon: float) -> WeightRule: ...
 @overload
@@ -560,23 +587,15 @@ def excess_loss(
     rule, (reference_losses,) = _arguments(rule, reference_losses, names=("reference_losses",))
     reference = _task_vector("reference_losses", reference_losses, positive=False)
 
-    def wrap(inner: WeightRule) -> WeightRule:
-        cache: dict[Any, Any] = {}
-
-        def update(losses: Array, state: WeightState) -> tuple[Array, WeightState]:
-            excess = losses - _constant_like(reference, losses, cache, "reference_losses")
+    def excess(losses: Array, cache: dict[Any, Any]) -> Array:
+        out = losses - _constant_like(reference, losses, cache, "reference_losses")
+        if clip_at_zero:
             xp = array_api_compat.array_namespace(losses)
-            if clip_at_zero:
-                excess = xp.where(excess > 0, excess, xp.zeros_like(excess))
-            return inner.update(excess, state)
+            out = xp.where(out > 0, out, xp.zeros_like(out))
+        return out
 
-        return WeightRule(
-            _wrapped_init(inner, reference.size, "reference_losses"),
-            update,
-            f"excess_loss({inner.name})",
-            _prefixed("excess_loss", inner, {"clip_at_zero": float(clip_at_zero)}),
-        )
-
+    extra = {"clip_at_zero": float(clip_at_zero)}
+    wrap = _on_losses("excess_loss", excess, "reference_losses", reference.size, extra)
     return _applied(rule, wrap, "excess_loss")
 
 
@@ -605,20 +624,12 @@ def group_size_adjusted(
         rule, group_sizes, adjustment, names=("group_sizes", "adjustment")
     )
     sizes = _task_vector("group_sizes", group_sizes, positive=True)
-    offsets = check_real("adjustment", adjustment) / np.sqrt(sizes)
+    adjustment = check_real("adjustment", adjustment)
+    offsets = adjustment / np.sqrt(sizes)
 
-    def wrap(inner: WeightRule) -> WeightRule:
-        cache: dict[Any, Any] = {}
+    def shifted(losses: Array, cache: dict[Any, Any]) -> Array:
+        return losses + _constant_like(offsets, losses, cache, "group_sizes")
 
-        def update(losses: Array, state: WeightState) -> tuple[Array, WeightState]:
-            shifted = losses + _constant_like(offsets, losses, cache, "group_sizes")
-            return inner.update(shifted, state)
-
-        return WeightRule(
-            _wrapped_init(inner, sizes.size, "group_sizes"),
-            update,
-            f"group_size_adjusted({inner.name})",
-            _prefixed("group_size_adjusted", inner, {"adjustment": float(adjustment)}),
-        )
-
+    extra = {"adjustment": adjustment}
+    wrap = _on_losses("group_size_adjusted", shifted, "group_sizes", sizes.size, extra)
     return _applied(rule, wrap, "group_size_adjusted")
