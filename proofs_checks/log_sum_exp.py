@@ -39,7 +39,7 @@ from minimax_core.validation import check_int, check_real
 from minimax_core.weights import smoothed_max
 
 from ._slack import Slack
-from .numerics import EPS, Float, lipschitz, smoothed_value_and_grad, value_tolerance
+from .numerics import EPS, Float, smoothed_value_and_grad, value_tolerance
 
 __all__ = ["check_gradient", "check_sandwich"]
 
@@ -107,7 +107,7 @@ def check_gradient(
             v /= np.linalg.norm(v)
             # G on the ball of radius h_max around x bounds the gradients on the segment
             h_max = 1e-2 * max(1.0, float(np.linalg.norm(x)))
-            lip = lipschitz(problem, x, h_max)
+            lip = mc.problems.lipschitz_bound(problem, x, h_max)
             l_tau = mc.bounds.smoothed_smoothness(smooth, lip, tau)
             h = min(h_max, 2.0 * math.sqrt(delta / l_tau))
             f_plus = smoothed_max(np.asarray(problem.losses(x + h * v)), tau)

@@ -3,8 +3,7 @@ minimiser (Newton), and a certified bracket on ``F* = min_x max_i L_i(x)``.
 
 The smoothing itself is the library's (:func:`minimax_core.weights.smoothed_max`), as are
 the softmax weights, the validators (:mod:`minimax_core.validation`) and the Lipschitz bound
-(:func:`minimax_core.problems.generic_lipschitz` where a problem states none): a check
-measures the code it checks.
+(:func:`minimax_core.problems.lipschitz_bound`): a check measures the code it checks.
 Every function is pure and works on any problem with ``losses``/``jacobian`` (plus
 ``hessians`` for the second-order pieces and ``cvxpy_losses`` for the bracket).
 """
@@ -26,7 +25,6 @@ __all__ = [
     "EPS",
     "OptimumBracket",
     "SmoothedMinimum",
-    "lipschitz",
     "minimize_smoothed",
     "optimum_bracket",
     "smoothed_hessian",
@@ -159,14 +157,3 @@ def value_tolerance(*values: float) -> float:
     """Rounding allowance for a difference of computed loss values: ``1e3 eps`` times their
     scale (each value is a sum of ``O(d^2)`` products computed in float64)."""
     return 1e3 * EPS * max(1.0, *(abs(v) for v in values))
-
-
-def lipschitz(problem: Any, center: Float, radius: float) -> float:
-    """``G >= max_i ||grad L_i||`` on the ball ``||x - center|| <= radius``: the problem's
-    own bound when it has one (a check must use the constant the problem states), else
-    :func:`minimax_core.problems.generic_lipschitz`. The solvers choose the same way; this
-    goes once ``minimax_core.problems`` has the one function that does."""
-    fn = getattr(problem, "lipschitz", None)
-    if callable(fn):
-        return float(fn(center, radius))
-    return mc.problems.generic_lipschitz(problem, center, radius)

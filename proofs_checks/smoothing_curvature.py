@@ -41,7 +41,6 @@ from ._slack import Slack
 from .numerics import (
     EPS,
     Float,
-    lipschitz,
     smoothed_hessian,
     smoothed_value_and_grad,
     value_tolerance,
@@ -83,7 +82,7 @@ def check_curvature(
     c = np.zeros(problem.dim) if center is None else np.asarray(center, dtype=np.float64)
     rng = np.random.default_rng(seed)
     mu, smooth = float(problem.mu), float(problem.smoothness)
-    g_bound = lipschitz(problem, c, radius)
+    g_bound = mc.problems.lipschitz_bound(problem, c, radius)
     l_tau = mc.bounds.smoothed_smoothness(smooth, g_bound, tau)
     xs = sample_ball(rng, c, radius, num_pairs)
     ys = sample_ball(rng, c, radius, num_pairs)

@@ -53,7 +53,6 @@ from minimax_core.weights import smoothed_max
 from ._slack import Slack
 from .numerics import (
     Float,
-    lipschitz,
     minimize_smoothed,
     optimum_bracket,
     smoothed_hessian,
@@ -84,7 +83,7 @@ def theory_step_size(problem: Any, temperature: float, x0: Float) -> tuple[float
     g = np.asarray(problem.jacobian(x0), dtype=np.float64)
     lb = mc.bounds.lower_bound_on_optimum(v, g, mu)
     radius = 2.0 * math.sqrt(max(2.0 * (smoothed_max(v, temperature) - lb) / mu, 0.0))
-    g_bound = lipschitz(problem, x0, radius)
+    g_bound = mc.problems.lipschitz_bound(problem, x0, radius)
     l_tau = mc.bounds.smoothed_smoothness(float(problem.smoothness), g_bound, temperature)
     return 1.0 / l_tau, l_tau, g_bound
 

@@ -36,7 +36,7 @@ import minimax_core as mc
 from minimax_core.validation import check_int
 
 from ._slack import Slack
-from .numerics import lipschitz, optimum_bracket, value_tolerance
+from .numerics import optimum_bracket, value_tolerance
 
 __all__ = ["check_subgradient_bound", "loglog_slope"]
 
@@ -69,12 +69,12 @@ def check_subgradient_bound(
     v0 = np.asarray(problem.losses(x_start), dtype=np.float64)
     g0 = np.asarray(problem.jacobian(x_start), dtype=np.float64)
     radius = max(mc.bounds.initial_radius(v0, g0, mu), 1e-12)
-    g_bound = lipschitz(problem, x_start, radius)
+    g_bound = mc.problems.lipschitz_bound(problem, x_start, radius)
     bracket = optimum_bracket(problem)
     res = mc.minimize_max(
         problem,
         method="subgradient",
-        schedule="strongly_convex",
+        step_rule="strongly_convex",
         radius=radius,
         steps=steps,
         x0=x_start,

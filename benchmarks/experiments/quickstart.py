@@ -28,7 +28,7 @@ METHODS: tuple[tuple[str, str, dict[str, object]], ...] = (
     ("subgradient (default)", "subgradient", {}),
     ("average (default)", "average", {}),
     ("group_dro (default)", "group_dro", {}),
-    ("group_dro, former rule", "group_dro", {"schedule": "strongly_convex"}),
+    ("group_dro, former rule", "group_dro", {"step_rule": "strongly_convex"}),
     ("auto (exact)", "auto", {}),
 )
 
