@@ -21,7 +21,10 @@ from .common import Report, atomic_write_text
 DEFAULT_OUT = Path("results")
 
 
-def _parser(registry: dict[str, object]) -> argparse.ArgumentParser:
+def build_parser(registry: dict[str, object] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``python -m benchmarks``: ``list``, and ``run NAME`` with ``--quick``,
+    ``--out`` and each experiment's own options (``registry``: default every experiment)."""
+    registry = all_experiments() if registry is None else registry
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Task-robust pre-training experiments. With no command: the quickstart "
@@ -89,7 +92,7 @@ def quickstart(out: Path) -> int:
     for exp in chosen:
         t0 = time.perf_counter()
         print(f"== {exp.name}: {exp.summary}", flush=True)
-        parser = _parser(registry)
+        parser = build_parser(registry)
         args = parser.parse_args(["run", exp.name, *exp.quickstart_args, "--out", str(out)])
         report: Report = exp.run(args)
         seconds = time.perf_counter() - t0
@@ -110,7 +113,7 @@ def quickstart(out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     registry = all_experiments()
-    args = _parser(registry).parse_args(argv)
+    args = build_parser(registry).parse_args(argv)
     if args.command is None:
         return quickstart(DEFAULT_OUT)
     if args.command == "list":
@@ -140,7 +143,7 @@ def cli(argv: list[str] | None = None) -> int:
 def _usage_parser(argv: list[str]) -> argparse.ArgumentParser:
     """The (sub)parser whose usage line fits ``argv``: ``run NAME``'s, else the top one."""
     registry = all_experiments()
-    parser = _parser(registry)
+    parser = build_parser(registry)
     if len(argv) >= 2 and argv[0] == "run" and argv[1] in registry:
         exp = registry[argv[1]]
         sub = argparse.ArgumentParser(prog=f"{parser.prog} run {exp.name}")

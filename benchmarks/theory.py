@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 import minimax_core as mc
-from proofs_checks._numerics import OptimumBracket, optimum_bracket
+from proofs_checks.numerics import OptimumBracket, optimum_bracket
 
 __all__ = [
     "QuadraticInstance",

@@ -1,4 +1,4 @@
-"""Per-task means, loss estimates and the weighted objective of task-robust pre-training.
+"""Per-task means and the weighted objective of task-robust pre-training (torch).
 
 A model's loss on one batch is a set of per-item losses ``l_k`` (per token, per patch or per
 example) with integer task ids ``t_k`` in ``[0, M)``. The per-task means are
@@ -16,39 +16,33 @@ weight equally. The rule still sees a value for an absent task: the estimator's 
 estimate for it (or, for a task never seen yet, the mean of the present tasks' losses), so a
 stateful rule such as Group DRO's exponentiated gradient keeps its belief about that task.
 
-Composable pieces (each small and pure; none is a flag inside the loop):
-
-=====================================  ================================================
-piece                                   effect
-=====================================  ================================================
-:func:`ema` (an estimator)              ``Lhat_i <- decay Lhat_i + (1 - decay) L_i`` where
-                                        task ``i`` is present; ``decay = 0`` (the default)
-                                        is the batch mean itself
-:func:`group_size_adjusted` (rule)      rule sees ``L_i + C / sqrt(n_i)`` (Sagawa et al.
-                                        2020, ``n_i`` the training-set size of group ``i``)
-:func:`excess_loss` (rule)              rule sees ``max(L_i - Lref_i, 0)`` (DoReMi, Xie et
-                                        al. 2023): a task that is hard for a reference
-                                        model too does not take all the weight
-:func:`mix_uniform` (rule)              ``w <- (1 - epsilon) w + epsilon / M``
-=====================================  ================================================
-
-The rule wrappers return a :class:`minimax_core.weights.WeightRule`, so they nest and also work
-with the numpy solvers of :mod:`minimax_core`. Nothing here synchronises an accelerator with
-the host except :func:`task_means`'s optional range check.
+The loss estimator (:func:`minimax_core.weights.ema`) and the rule wrappers
+(:func:`~minimax_core.weights.mix_uniform`, :func:`~minimax_core.weights.excess_loss`,
+:func:`~minimax_core.weights.group_size_adjusted`, composed by
+:func:`~minimax_core.weights.chain`) are framework-agnostic and live in
+:mod:`minimax_core.weights`; they are re-exported here for the modules that still import
+them from ``deep.objective``. Nothing here synchronises an accelerator with the host except
+:func:`task_means`'s optional range check.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
-
-import array_api_compat
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minimax_core.weights import WeightRule, WeightState
+from minimax_core.validation import check_int
+from minimax_core.weights import (
+    EstimateState,
+    LossEstimator,
+    check_rule,
+    ema,
+    excess_loss,
+    group_size_adjusted,
+    mix_uniform,
+)
+
+# deep.pretrain's name for minimax_core.weights.check_rule, until the lead points it there
+_check_rule = check_rule
 
 __all__ = [
     "IGNORE_INDEX",
@@ -90,8 +84,7 @@ def _check_items(values: torch.Tensor, task_ids: torch.Tensor, num_tasks: int) -
             f"values and task_ids must be on the same device, got {values.device} and "
             f"{task_ids.device}"
         )
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be an integer >= 1, got {num_tasks!r}")
+    check_int("num_tasks", num_tasks)
 
 
 def task_sums(
@@ -191,212 +184,3 @@ def present_weights(weights: torch.Tensor, counts: torch.Tensor) -> torch.Tensor
     total = masked.sum()
     share = present / present.sum().clamp_min(1.0)
     return torch.where(total > 0, masked / torch.where(total > 0, total, 1.0), share)
-
-
-# --------------------------------------------------------------------------- estimators
-
-
-class EstimateState(NamedTuple):
-    """State of a loss estimator: ``estimate`` (``(M,)``, 0 where unseen), ``seen`` (bool)."""
-
-    step: int
-    num_tasks: int
-    estimate: torch.Tensor | None = None
-    seen: torch.Tensor | None = None
-
-
-class LossEstimator(NamedTuple):
-    """A pure ``(init, update)`` pair: ``Lhat, state = update(means, counts, state)``.
-
-    ``update`` gets the batch's per-task means and counts (absent tasks have count 0) and
-    returns the full ``(M,)`` estimate the weight rule sees.
-    """
-
-    init: Callable[[int], EstimateState]
-    update: Callable[
-        [torch.Tensor, torch.Tensor, EstimateState], tuple[torch.Tensor, EstimateState]
-    ]
-    name: str
-    params: dict[str, float]
-
-
-def _estimator_init(num_tasks: int) -> EstimateState:
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be an integer >= 1, got {num_tasks!r}")
-    return EstimateState(step=0, num_tasks=num_tasks)
-
-
-def ema(decay: float = 0.0) -> LossEstimator:
-    """Running per-task loss estimate for noisy batches.
-
-    For a present task ``i``: ``Lhat_i <- decay Lhat_i + (1 - decay) L_i`` (its first
-    observation sets ``Lhat_i = L_i``, so there is no start-up bias); an absent task keeps its
-    estimate; a task never seen reads the mean of the present tasks' losses. ``decay`` in
-    ``[0, 1)``; ``decay = 0`` is the batch's means (the default estimator of
-    :func:`deep.pretrain`).
-    """
-    if isinstance(decay, bool) or not isinstance(decay, int | float):
-        raise TypeError(f"decay must be a real number in [0, 1), got {type(decay).__name__}")
-    decay = float(decay)
-    if not (0.0 <= decay < 1.0):
-        raise ValueError(f"decay must lie in [0, 1), got {decay!r}")
-
-    def update(
-        means: torch.Tensor, counts: torch.Tensor, state: EstimateState
-    ) -> tuple[torch.Tensor, EstimateState]:
-        if tuple(means.shape) != (state.num_tasks,) or means.shape != counts.shape:
-            raise ValueError(
-                f"means and counts must have shape (num_tasks,) = ({state.num_tasks},), got "
-                f"{tuple(means.shape)} and {tuple(counts.shape)}"
-            )
-        present = counts > 0
-        if state.estimate is None or state.seen is None:
-            previous, seen = torch.zeros_like(means), torch.zeros_like(present)
-        else:
-            previous, seen = state.estimate.to(means.dtype), state.seen
-        blended = decay * previous + (1.0 - decay) * means if decay > 0.0 else means
-        estimate = torch.where(present, torch.where(seen, blended, means), previous)
-        seen = seen | present
-        present_f = present.to(means.dtype)
-        fill = (means * present_f).sum() / present_f.sum().clamp_min(1.0)
-        visible = torch.where(seen, estimate, fill)
-        return visible, EstimateState(state.step + 1, state.num_tasks, estimate, seen)
-
-    return LossEstimator(_estimator_init, update, "ema", {"decay": decay})
-
-
-# --------------------------------------------------------------------------- rule wrappers
-
-
-def _constant_like(values: np.ndarray, like: Any, cache: dict[Any, Any], name: str) -> Any:
-    """``values`` (the wrapper's argument ``name``) as an array of the losses ``like``'s
-    namespace, dtype and device (converted once), after checking that the shapes agree."""
-    if tuple(like.shape) != values.shape:
-        raise ValueError(
-            f"losses must have shape {values.shape} like {name}, got {tuple(like.shape)}"
-        )
-    xp = array_api_compat.array_namespace(like)
-    device = array_api_compat.device(like)
-    key = (xp.__name__, str(device), str(like.dtype))
-    if key not in cache:
-        cache[key] = xp.asarray(values, dtype=like.dtype, device=device)
-    return cache[key]
-
-
-def _task_vector(name: str, values: Sequence[float] | Any, positive: bool) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().double().numpy()
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name} must be a sequence of real numbers, one per task") from err
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a 1-d sequence with one value per task, got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {arr.tolist()}")
-    if positive and not np.all(arr > 0):
-        raise ValueError(f"{name} must be > 0 for every task, got {arr.tolist()}")
-    return arr
-
-
-def _wrapped_init(rule: WeightRule, size: int | None, what: str) -> Callable[[int], WeightState]:
-    def init(num_tasks: int) -> WeightState:
-        state = rule.init(num_tasks)
-        if size is not None and size != num_tasks:
-            raise ValueError(f"{what} has {size} entries but num_tasks = {num_tasks}")
-        return state
-
-    return init
-
-
-def _prefixed(prefix: str, rule: WeightRule, extra: dict[str, float]) -> dict[str, float]:
-    return {**rule.params, **{f"{prefix}.{k}": v for k, v in extra.items()}}
-
-
-def _check_rule(rule: Any) -> WeightRule:
-    if not (callable(getattr(rule, "init", None)) and callable(getattr(rule, "update", None))):
-        raise TypeError(
-            "rule must be a minimax_core.weights rule (with init and update), got "
-            f"{type(rule).__name__}"
-        )
-    return rule  # type: ignore[no-any-return]
-
-
-def mix_uniform(rule: WeightRule, epsilon: float) -> WeightRule:
-    """``w <- (1 - epsilon) w + epsilon / M``: every task keeps at least ``epsilon / M``."""
-    rule = _check_rule(rule)
-    if isinstance(epsilon, bool) or not isinstance(epsilon, int | float):
-        raise TypeError(f"epsilon must be a real number in [0, 1], got {type(epsilon).__name__}")
-    epsilon = float(epsilon)
-    if not (0.0 <= epsilon <= 1.0):
-        raise ValueError(f"epsilon must lie in [0, 1], got {epsilon!r}")
-
-    def update(losses: Any, state: WeightState) -> tuple[Any, WeightState]:
-        w, state = rule.update(losses, state)
-        return (1.0 - epsilon) * w + epsilon / w.shape[0], state
-
-    return WeightRule(
-        _wrapped_init(rule, None, ""),
-        update,
-        f"mix_uniform({rule.name})",
-        _prefixed("mix_uniform", rule, {"epsilon": epsilon}),
-    )
-
-
-def excess_loss(
-    rule: WeightRule, reference_losses: Sequence[float] | Any, *, clip_at_zero: bool = True
-) -> WeightRule:
-    """The rule sees the excess loss over a reference model, ``max(L_i - Lref_i, 0)`` (DoReMi).
-
-    ``reference_losses`` (``(M,)``) are the per-task losses of a reference model (for example
-    one pre-trained with ``uniform()``) on the same kind of data. A task that the reference
-    also finds hard has a small excess and no longer takes all the weight. DoReMi clips the
-    excess at 0 (``clip_at_zero``); the gradient still follows ``sum_i w_i L_i``.
-    """
-    rule = _check_rule(rule)
-    reference = _task_vector("reference_losses", reference_losses, positive=False)
-    cache: dict[Any, Any] = {}
-
-    def update(losses: Any, state: WeightState) -> tuple[Any, WeightState]:
-        excess = losses - _constant_like(reference, losses, cache, "reference_losses")
-        xp = array_api_compat.array_namespace(losses)
-        if clip_at_zero:
-            excess = xp.where(excess > 0, excess, xp.zeros_like(excess))
-        return rule.update(excess, state)
-
-    return WeightRule(
-        _wrapped_init(rule, reference.size, "reference_losses"),
-        update,
-        f"excess_loss({rule.name})",
-        _prefixed("excess_loss", rule, {"clip_at_zero": float(clip_at_zero)}),
-    )
-
-
-def group_size_adjusted(
-    rule: WeightRule, group_sizes: Sequence[float] | Any, adjustment: float
-) -> WeightRule:
-    """The rule sees ``L_i + C / sqrt(n_i)`` (Group DRO's generalisation adjustment).
-
-    ``group_sizes`` are the number of training items of each task ``n_i > 0`` and
-    ``adjustment`` is ``C >= 0``: small groups, whose training loss underestimates their
-    true loss the most, are pushed up (Sagawa et al. 2020, eq. 5).
-    """
-    rule = _check_rule(rule)
-    sizes = _task_vector("group_sizes", group_sizes, positive=True)
-    if isinstance(adjustment, bool) or not isinstance(adjustment, int | float):
-        raise TypeError(f"adjustment must be a real number >= 0, got {type(adjustment).__name__}")
-    adjustment = float(adjustment)
-    if not (math.isfinite(adjustment) and adjustment >= 0.0):
-        raise ValueError(f"adjustment must be a finite number >= 0, got {adjustment!r}")
-    offsets = adjustment / np.sqrt(sizes)
-    cache: dict[Any, Any] = {}
-
-    def update(losses: Any, state: WeightState) -> tuple[Any, WeightState]:
-        return rule.update(losses + _constant_like(offsets, losses, cache, "group_sizes"), state)
-
-    return WeightRule(
-        _wrapped_init(rule, sizes.size, "group_sizes"),
-        update,
-        f"group_size_adjusted({rule.name})",
-        _prefixed("group_size_adjusted", rule, {"adjustment": adjustment}),
-    )

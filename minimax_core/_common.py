@@ -1,42 +1,21 @@
 """What every solver of the package shares: the counted oracle and the check of the
-problem's first outputs (:mod:`minimax_core.solvers`, :mod:`minimax_core.exact`); the
-status codes are :class:`minimax_core.result.Status` (re-exported here under their former
-names for :mod:`minimax_core.exact` until it imports them from :mod:`minimax_core.result`)."""
+problem's first outputs (:mod:`minimax_core.solvers`, :mod:`minimax_core.exact`). Status
+codes are :class:`minimax_core.result.Status`; validators are :mod:`minimax_core.validation`."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .result import Status
-
 __all__ = [
-    "BUDGET",
-    "CALLBACK",
-    "CONVERGED",
-    "NON_FINITE",
-    "NOT_OPTIMAL",
-    "NO_CERTIFICATE",
-    "STALLED",
     "Oracle",
     "all_finite",
     "check_first_outputs",
-    "check_real",
-    "check_seed",
 ]
 
 Float = NDArray[np.float64]
-
-CONVERGED: int = Status.CONVERGED
-BUDGET: int = Status.BUDGET
-CALLBACK: int = Status.CALLBACK
-NON_FINITE: int = Status.NON_FINITE
-STALLED: int = Status.STALLED
-NO_CERTIFICATE: int = Status.NO_CERTIFICATE
-NOT_OPTIMAL: int = Status.NOT_OPTIMAL
 
 
 class Oracle:
@@ -84,30 +63,6 @@ def _real_array(value: Any, name: str) -> Float:
             f"problem.{name} must return real numbers, got an array of dtype {arr.dtype}"
         )
     return np.asarray(arr, dtype=np.float64)
-
-
-def check_real(name: str, value: Any, *, low: float = 0.0, strict: bool = False) -> float:
-    """``value`` as a finite float ``>= low`` (``> low`` if ``strict``), or an error naming
-    ``name`` and the allowed range (strings, booleans and NaN are refused)."""
-    allowed = f"a finite number {'>' if strict else '>='} {low:g}"
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
-    out = float(value)
-    if not math.isfinite(out) or out < low or (strict and out == low):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return out
-
-
-def check_seed(value: Any, name: str = "seed") -> Any:
-    """A seed for ``numpy.random.default_rng``: ``None``, an integer ``>= 0``, or a
-    ``numpy.random.Generator``/``SeedSequence`` (returned unchanged)."""
-    if value is None or isinstance(value, np.random.Generator | np.random.SeedSequence):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(
-            f"{name} must be None or an integer >= 0 (or a numpy Generator), got {value!r}"
-        )
-    return int(value)
 
 
 def all_finite(*arrays: Float) -> bool:

@@ -33,11 +33,12 @@ budget from one ``eigh``. Every function is batched: ``designs`` ``(..., n, d)``
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from .validation import check_int, check_real
 
 __all__ = [
     "SpectralFit",
@@ -89,20 +90,8 @@ def _normal_equations(xs: Float, ys: Float) -> tuple[Float, Float]:
 
 
 def _check_steps(steps: int | None) -> int | None:
-    if steps is None:
-        return None
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0 or None (converged), got {steps!r}")
-    return int(steps)
-
-
-def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    value = float(value)
-    ok = value >= 0 if allow_zero else value > 0
-    if not (math.isfinite(value) and ok):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return value
+    """``None`` (run to convergence) or an integer number of steps ``>= 0``."""
+    return None if steps is None else check_int("steps", steps, low=0)
 
 
 @dataclass(frozen=True)
@@ -165,13 +154,13 @@ class SpectralFit:
 
     def ridge(self, strength: float) -> Float:
         """``argmin f(x) + (strength/2) ||x - x0||^2``."""
-        strength = _check_positive("strength", strength)
+        strength = check_real("strength", strength, strict=True)
         return self._apply(1.0 / (np.maximum(self.eigenvalues, 0.0) + strength))
 
     def multiplier(self, radius: float) -> Float:
         """The trust-region multiplier ``lam >= 0`` of :meth:`ball` (0 where the unconstrained
         limit is inside the ball), found by bisection on the decreasing ``||p(lam)||``."""
-        radius = _check_positive("radius", radius, allow_zero=True)
+        radius = check_real("radius", radius)
         live = self._range_mask()
         s = np.maximum(self.eigenvalues, 0.0)
         g = np.where(live, self.gradient, 0.0)
@@ -223,7 +212,7 @@ def gd_steps(x0: ArrayLike, designs: ArrayLike, targets: ArrayLike, steps: int |
 def ridge(x0: ArrayLike, designs: ArrayLike, targets: ArrayLike, strength: float) -> Float:
     """``argmin ||X x - y||^2/(2n) + (strength/2) ||x - x0||^2 = x0 + (H + strength I)^{-1}
     (b - H x0)``: one linear solve per problem of the batch."""
-    strength = _check_positive("strength", strength)
+    strength = check_real("strength", strength, strict=True)
     start, xs, ys = _data(x0, designs, targets)
     h, b = _normal_equations(xs, ys)
     d = xs.shape[-1]
@@ -246,15 +235,13 @@ def projected_gd(
 ) -> Float:
     """``steps`` steps of projected GD at ``1/L_f`` on the ball ``B(x0, radius)``:
     ``x <- x0 + P(x - grad f(x)/L_f - x0)`` with ``P`` the projection on ``B(0, radius)``."""
-    radius = _check_positive("radius", radius, allow_zero=True)
-    steps_checked = _check_steps(steps)
-    if steps_checked is None:
-        raise ValueError("steps must be an integer >= 0 for projected_gd; ball() is its limit")
+    radius = check_real("radius", radius)
+    steps = check_int("steps", steps, low=0)  # no None here: ball() is the limit
     start, xs, ys = _data(x0, designs, targets)
     h, b = _normal_equations(xs, ys)
     step = 1.0 / np.maximum(np.linalg.eigvalsh(h)[..., -1], np.finfo(np.float64).tiny)
     x = start.copy()
-    for _ in range(steps_checked):
+    for _ in range(steps):
         x = x - step[..., None] * ((h @ x[..., None])[..., 0] - b)
         delta = x - start
         norm = np.linalg.norm(delta, axis=-1, keepdims=True)

@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ._common import check_real, check_seed
+from .validation import check_int, check_real, check_seed
 
 __all__ = [
     "LeastSquaresTasks",
@@ -94,19 +94,6 @@ def _float_array(name: str, value: ArrayLike, ndim: int) -> Float:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite (no NaN or Inf)")
     return arr
-
-
-def _check_nonneg(name: str, value: float) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return value
-
-
-def _check_pos_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def generic_lipschitz(
@@ -189,7 +176,7 @@ class QuadraticTasks:
         self.offsets: Float = b
         self.mu: float = lo
         self.smoothness: float = hi
-        self.noise_scale: float = _check_nonneg("noise_scale", noise_scale)
+        self.noise_scale: float = check_real("noise_scale", noise_scale)
         self._flat = a.reshape(m * d, d)
         self._a_c = np.einsum("mij,mj->mi", a, c)
 
@@ -221,7 +208,7 @@ class QuadraticTasks:
         return generic_lipschitz(self, center, radius)
 
     def sample(self, x: Float, batch_size: int, rng: np.random.Generator) -> tuple[Float, Float]:
-        batch_size = _check_pos_int("batch_size", batch_size)
+        batch_size = check_int("batch_size", batch_size)
         sd = self.noise_scale / math.sqrt(batch_size)
         xi = rng.standard_normal(self.centers.shape) * sd
         g = self.jacobian(x) - np.einsum("mij,mj->mi", self.hessian_stack, xi)
@@ -313,8 +300,8 @@ def random_quadratic(
     center_scale^2 / d)`` (so ``||c_i|| ~ center_scale``); offsets ``b_i ~ U(0,
     offset_scale)``.
     """
-    num_tasks = _check_pos_int("num_tasks", num_tasks)
-    dim = _check_pos_int("dim", dim)
+    num_tasks = check_int("num_tasks", num_tasks)
+    dim = check_int("dim", dim)
     mu = check_real("mu", mu, strict=True)
     smoothness = check_real("smoothness", smoothness, low=mu)
     center_scale = check_real("center_scale", center_scale)
@@ -371,7 +358,7 @@ class LeastSquaresTasks(QuadraticTasks):
         y, y_counts = _padded("targets", targets, 1)
         if len(designs) != len(targets) or np.any(counts != y_counts):
             raise ValueError("designs and targets must have the same number of rows per task")
-        l2 = _check_nonneg("l2", l2)
+        l2 = check_real("l2", l2)
         m, _, d = x.shape
         centers = np.empty((m, d))
         lowest, highest = np.empty(m), np.empty(m)
@@ -460,7 +447,7 @@ class LeastSquaresTasks(QuadraticTasks):
         return self.value_and_jacobian(x)[1]
 
     def sample(self, x: Float, batch_size: int, rng: np.random.Generator) -> tuple[Float, Float]:
-        batch_size = _check_pos_int("batch_size", batch_size)
+        batch_size = check_int("batch_size", batch_size)
         m = self.num_tasks
         idx = (rng.random((m, batch_size)) * self.counts[:, None]).astype(np.int64)
         rows = np.take_along_axis(self.designs, idx[..., None], axis=1)  # (M, B, d)
@@ -522,7 +509,7 @@ class RegressionFamily:
         self, task: int, num_samples: int, rng: np.random.Generator
     ) -> tuple[Float, Float]:
         """``num_samples`` rows ``(X, y)`` of one task."""
-        num_samples = _check_pos_int("num_samples", num_samples)
+        num_samples = check_int("num_samples", num_samples)
         if not 0 <= task < self.num_tasks:
             raise ValueError(f"task must be in [0, {self.num_tasks - 1}], got {task}")
         chol = np.linalg.cholesky(self.covariances[task])
@@ -552,11 +539,11 @@ def regression_family(
     ``theta_i = theta_0 + task_spread * delta_i`` with ``theta_0, delta_i ~ N(0, I/d)``;
     ``Sigma_i`` random with eigenvalues log-uniform in ``[mu, smoothness]``.
     """
-    num_tasks = _check_pos_int("num_tasks", num_tasks)
-    dim = _check_pos_int("dim", dim)
+    num_tasks = check_int("num_tasks", num_tasks)
+    dim = check_int("dim", dim)
     mu, smoothness = _check_family_constants(mu, smoothness)
-    _check_nonneg("task_spread", task_spread)
-    _check_nonneg("noise", noise)
+    check_real("task_spread", task_spread)
+    check_real("noise", noise)
     rng = np.random.default_rng(seed)
     q = _orthogonal_stack(rng, num_tasks, dim)
     lam = _spectra(rng, num_tasks, dim, mu, smoothness)
@@ -608,17 +595,17 @@ def outlier_family(
     cluster and the outliers, much nearer the hardest downstream task (an outlier vertex).
     Covariances as in :func:`regression_family` (exact ``mu``, ``smoothness``).
     """
-    num_tasks = _check_pos_int("num_tasks", num_tasks)
-    dim = _check_pos_int("dim", dim)
-    num_outliers = _check_pos_int("num_outliers", num_outliers)
+    num_tasks = check_int("num_tasks", num_tasks)
+    dim = check_int("dim", dim)
+    num_outliers = check_int("num_outliers", num_outliers)
     if num_outliers >= num_tasks:
         raise ValueError(
             f"num_outliers must be in [1, num_tasks - 1] = [1, {num_tasks - 1}], got {num_outliers}"
         )
     mu, smoothness = _check_family_constants(mu, smoothness)
-    outlier_distance = _check_nonneg("outlier_distance", outlier_distance)
-    cluster_spread = _check_nonneg("cluster_spread", cluster_spread)
-    noise = _check_nonneg("noise", noise)
+    outlier_distance = check_real("outlier_distance", outlier_distance)
+    cluster_spread = check_real("cluster_spread", cluster_spread)
+    noise = check_real("noise", noise)
     rng = np.random.default_rng(seed)
     cov = _covariances(rng, num_tasks, dim, mu, smoothness)
     theta0 = rng.standard_normal(dim) / math.sqrt(dim)
@@ -652,10 +639,10 @@ def heterogeneous_family(
     the i.i.d. family. A noisy task has a high loss floor ``sigma_i^2/2`` (the minimax point
     leans toward it), a curved one a large excess risk per unit distance.
     """
-    num_tasks = _check_pos_int("num_tasks", num_tasks)
-    dim = _check_pos_int("dim", dim)
+    num_tasks = check_int("num_tasks", num_tasks)
+    dim = check_int("dim", dim)
     mu, smoothness = _check_family_constants(mu, smoothness)
-    task_spread = _check_nonneg("task_spread", task_spread)
+    task_spread = check_real("task_spread", task_spread)
     ranges = {"noise_range": noise_range, "curvature_range": curvature_range}
     for name, (lo, hi) in ranges.items():
         if not (0 < float(lo) <= float(hi) < math.inf):
@@ -753,7 +740,7 @@ class LogisticTasks:
         return min(direct, generic_lipschitz(self, center, radius))
 
     def sample(self, x: Float, batch_size: int, rng: np.random.Generator) -> tuple[Float, Float]:
-        batch_size = _check_pos_int("batch_size", batch_size)
+        batch_size = check_int("batch_size", batch_size)
         idx = (rng.random((self.num_tasks, batch_size)) * self.counts[:, None]).astype(np.int64)
         rows = np.take_along_axis(self.features, idx[..., None], axis=1)
         ys = np.take_along_axis(self.labels, idx, axis=1)
@@ -791,9 +778,9 @@ def logistic_tasks(
 ) -> LogisticTasks:
     """Random logistic-regression tasks: features ``N(0, I/d)`` shifted per task, labels from
     per-task parameters ``theta_i = theta_0 + task_spread * delta_i`` through the logistic link."""
-    num_tasks = _check_pos_int("num_tasks", num_tasks)
-    dim = _check_pos_int("dim", dim)
-    num_samples = _check_pos_int("num_samples", num_samples)
+    num_tasks = check_int("num_tasks", num_tasks)
+    dim = check_int("dim", dim)
+    num_samples = check_int("num_samples", num_samples)
     rng = np.random.default_rng(seed)
     theta0 = rng.standard_normal(dim) * 2.0
     feats, labels = [], []
@@ -848,7 +835,7 @@ def random_mixtures(
     when ``include_vertices``, then ``count`` draws from ``Dirichlet(concentration * 1)``:
     small concentrations give mixtures near the vertices, large ones near the average.
     """
-    num_tasks = _check_pos_int("num_tasks", num_tasks)
+    num_tasks = check_int("num_tasks", num_tasks)
     if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 0:
         raise ValueError(f"count must be an integer >= 0, got {count!r}")
     concentration = float(concentration)
@@ -906,7 +893,7 @@ def sample_mixture(
     lam = _check_mixtures(np.atleast_2d(np.asarray(mixture, dtype=np.float64)), family.num_tasks)
     if lam.shape[0] != 1:
         raise ValueError(f"mixture must be one row of length {family.num_tasks}")
-    num_samples = _check_pos_int("num_samples", num_samples)
+    num_samples = check_int("num_samples", num_samples)
     counts = rng.multinomial(num_samples, lam[0] / lam[0].sum())
     xs, ys = [], []
     for task, n in enumerate(counts):
@@ -933,8 +920,8 @@ def sample_mixtures(
     sample of size ``n'`` (nested samples for a sample-size sweep).
     """
     lam = _check_mixtures(mixtures, family.num_tasks)
-    num_samples = _check_pos_int("num_samples", num_samples)
-    repetitions = _check_pos_int("repetitions", repetitions)
+    num_samples = check_int("num_samples", num_samples)
+    repetitions = check_int("repetitions", repetitions)
     k, d = lam.shape[0], family.dim
     cum = np.cumsum(lam, axis=1)
     cum[:, -1] = np.inf  # rounding never sends a row past the last task

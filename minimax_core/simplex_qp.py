@@ -109,7 +109,7 @@ def solve_simplex_qp(
     *,
     warm_start: ArrayLike | None = None,
     tol: float = 1e-12,
-    max_iter: int | None = None,
+    steps: int | None = None,
 ) -> SimplexQPResult:
     """Minimise ``0.5 w' Q w - l' w`` over the probability simplex.
 
@@ -120,7 +120,7 @@ def solve_simplex_qp(
     warm_start: a point of the simplex to start from (e.g. the previous solution); ignored
         if it is not one.
     tol: relative KKT tolerance (scaled by ``max(1, |Q|, |l|)``).
-    max_iter: active-set iterations (default ``10 M + 50``).
+    steps: active-set iterations (default ``10 M + 50``).
     """
     q = np.asarray(gram, dtype=np.float64)
     lin = np.asarray(linear, dtype=np.float64)
@@ -133,9 +133,9 @@ def solve_simplex_qp(
         raise ValueError("gram and linear must be finite (no NaN or Inf)")
     if not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
-    limit = 10 * m + 50 if max_iter is None else int(max_iter)
+    limit = 10 * m + 50 if steps is None else int(steps)
     if limit < 1:
-        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     q = 0.5 * (q + q.T)
     shifted = lin - float(np.max(lin))  # a constant shift does not change the minimiser
     scale = max(1.0, float(np.max(np.abs(q))), float(np.max(np.abs(shifted))))

@@ -18,6 +18,10 @@ module                          statement
 ``covering``                    ``N(B_r, eps) <= (1 + 2r/eps)^d``
 =============================  ===========================================================
 
+:mod:`proofs_checks.numerics` holds what the checks share (the smoothed minimiser by Newton,
+the certified bracket on ``F*``, the smoothed Hessian), public for the experiments; the
+log-sum-exp, the validators and the Lipschitz bound are the library's own.
+
 ``python -m proofs_checks`` runs every check on seeded problems and prints the slacks.
 """
 
@@ -28,6 +32,7 @@ from . import (
     covering,
     implicit_regularization,
     log_sum_exp,
+    numerics,
     smoothing_curvature,
     softmax_rate,
     subgradient_rate,
@@ -40,6 +45,7 @@ __all__ = [
     "covering",
     "implicit_regularization",
     "log_sum_exp",
+    "numerics",
     "smoothing_curvature",
     "softmax_rate",
     "subgradient_rate",

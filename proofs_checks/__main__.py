@@ -22,7 +22,7 @@ from . import (
     softmax_rate,
     subgradient_rate,
 )
-from ._numerics import optimum_bracket
+from .numerics import optimum_bracket
 
 
 def _checks() -> list[tuple[str, Callable[[], Slack]]]:

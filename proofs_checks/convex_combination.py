@@ -24,8 +24,8 @@ from numpy.typing import ArrayLike
 
 import minimax_core as mc
 
-from ._numerics import value_tolerance
 from ._slack import Slack
+from .numerics import value_tolerance
 
 __all__ = ["check_convex_combination"]
 

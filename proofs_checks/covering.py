@@ -30,9 +30,10 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 import minimax_core as mc
+from minimax_core.validation import check_int, check_real
 
-from ._numerics import Float
 from ._slack import Slack
+from .numerics import Float
 from .smoothing_curvature import sample_ball
 
 __all__ = ["check_covering", "greedy_packing"]
@@ -63,15 +64,10 @@ def check_covering(
     points within ``eps`` of the net, ``details["volume_lower_bound"]`` ``(r/eps)^d`` (the
     least size of any ``eps``-net of the whole ball).
     """
-    radius, eps = float(radius), float(eps)
-    if not (math.isfinite(radius) and radius > 0):
-        raise ValueError(f"radius must be a finite number > 0, got {radius!r}")
-    if not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
-    if num_candidates < 1:
-        raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+    radius = check_real("radius", radius, strict=True)
+    eps = check_real("eps", eps, strict=True)
+    dim = check_int("dim", dim)
+    num_candidates = check_int("num_candidates", num_candidates)
     log_bound = mc.bounds.covering_number_log(radius, eps, dim)
     if log_bound >= math.log(num_candidates):
         raise ValueError(

@@ -35,9 +35,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 import minimax_core as mc
+from minimax_core.validation import check_int
 
-from ._numerics import EPS, Float, check_steps
 from ._slack import Slack
+from .numerics import EPS, Float
 
 __all__ = ["check_gd_in_ball", "check_quadratic_tasks_in_ball"]
 
@@ -59,7 +60,7 @@ def check_gd_in_ball(
     the smallest ``r - ||x_t - x*||``; ``ratio`` the largest ``||x_t - x*|| / ((1 -
     mu/L)^t r)``. The tolerance covers rounding of ``x*`` and of each step.
     """
-    steps = check_steps(steps)
+    steps = check_int("steps", steps)
     mu, smoothness = float(mu), float(smoothness)
     if not (0 < mu <= smoothness < np.inf):
         raise ValueError(f"need 0 < mu <= smoothness < inf, got mu={mu}, smoothness={smoothness}")

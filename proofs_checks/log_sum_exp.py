@@ -35,17 +35,11 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 import minimax_core as mc
+from minimax_core.validation import check_int, check_real
+from minimax_core.weights import smoothed_max
 
-from ._numerics import (
-    EPS,
-    Float,
-    check_temperature,
-    lipschitz,
-    smoothed_value,
-    smoothed_value_and_grad,
-    value_tolerance,
-)
 from ._slack import Slack
+from .numerics import EPS, Float, smoothed_value_and_grad, value_tolerance
 
 __all__ = ["check_gradient", "check_sandwich"]
 
@@ -65,12 +59,12 @@ def check_sandwich(problem: Any, points: ArrayLike, temperature: float) -> Slack
     ``slack`` is the smaller of the two gaps over all points; ``ratio`` is the largest
     ``(F_tau - F) / (tau log M)`` (0 for one task).
     """
-    tau = check_temperature(temperature)
+    tau = check_real("temperature", temperature, strict=True)
     pts = _points(problem, points)
     m = int(problem.num_tasks)
     bound = mc.bounds.smoothed_gap_bound(tau, m)
     f = np.array([float(np.max(problem.losses(x))) for x in pts])
-    f_tau = np.array([smoothed_value(np.asarray(problem.losses(x)), tau) for x in pts])
+    f_tau = np.array([smoothed_max(np.asarray(problem.losses(x)), tau) for x in pts])
     lower = f_tau - f
     upper = f + bound - f_tau
     tol = value_tolerance(float(np.max(np.abs(f))), float(np.max(np.abs(f_tau))))
@@ -98,10 +92,9 @@ def check_gradient(
     ``slack`` is the smallest ``bound - |difference quotient - <grad, v>|`` over points and
     random unit directions; ``ratio`` the largest error/bound.
     """
-    tau = check_temperature(temperature)
+    tau = check_real("temperature", temperature, strict=True)
     pts = _points(problem, points)
-    if directions_per_point < 1:
-        raise ValueError(f"directions_per_point must be >= 1, got {directions_per_point}")
+    directions_per_point = check_int("directions_per_point", directions_per_point)
     rng = np.random.default_rng(seed)
     smooth = float(problem.smoothness)
     errors, allowed = [], []
@@ -114,11 +107,11 @@ def check_gradient(
             v /= np.linalg.norm(v)
             # G on the ball of radius h_max around x bounds the gradients on the segment
             h_max = 1e-2 * max(1.0, float(np.linalg.norm(x)))
-            lip = lipschitz(problem, x, h_max)
+            lip = mc.problems.lipschitz_bound(problem, x, h_max)
             l_tau = mc.bounds.smoothed_smoothness(smooth, lip, tau)
             h = min(h_max, 2.0 * math.sqrt(delta / l_tau))
-            f_plus = smoothed_value(np.asarray(problem.losses(x + h * v)), tau)
-            f_minus = smoothed_value(np.asarray(problem.losses(x - h * v)), tau)
+            f_plus = smoothed_max(np.asarray(problem.losses(x + h * v)), tau)
+            f_minus = smoothed_max(np.asarray(problem.losses(x - h * v)), tau)
             quotient = (f_plus - f_minus) / (2.0 * h)
             errors.append(abs(quotient - float(grad @ v)))
             allowed.append(l_tau * h / 4.0 + delta / h)

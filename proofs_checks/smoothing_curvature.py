@@ -11,7 +11,7 @@ with ``L_tau = L + G^2 / tau``; equivalently ``mu I <= hess F_tau <= L_tau I``.
 
 Derivation
 ----------
-With ``w = softmax(L/tau)`` and ``g_i = grad L_i`` (see :func:`proofs_checks._numerics.smoothed_hessian`)
+With ``w = softmax(L/tau)`` and ``g_i = grad L_i`` (see :func:`proofs_checks.numerics.smoothed_hessian`)
 
     hess F_tau = sum_i w_i hess L_i + (1/tau) Cov_w(g),   Cov_w(g) = sum_i w_i (g_i - gbar)(g_i - gbar)'.
 
@@ -35,17 +35,16 @@ from typing import Any
 import numpy as np
 
 import minimax_core as mc
+from minimax_core.validation import check_int, check_real
 
-from ._numerics import (
+from ._slack import Slack
+from .numerics import (
     EPS,
     Float,
-    check_temperature,
-    lipschitz,
     smoothed_hessian,
     smoothed_value_and_grad,
     value_tolerance,
 )
-from ._slack import Slack
 
 __all__ = ["check_curvature", "sample_ball"]
 
@@ -77,15 +76,13 @@ def check_curvature(
     curvature over ``L_tau``; ``details["min_curvature_over_mu"]`` the tightness of the
     lower bound.
     """
-    tau = check_temperature(temperature)
-    if not (np.isfinite(radius) and radius > 0):
-        raise ValueError(f"radius must be a finite number > 0, got {radius!r}")
-    if num_pairs < 1:
-        raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
+    tau = check_real("temperature", temperature, strict=True)
+    radius = check_real("radius", radius, strict=True)
+    num_pairs = check_int("num_pairs", num_pairs)
     c = np.zeros(problem.dim) if center is None else np.asarray(center, dtype=np.float64)
     rng = np.random.default_rng(seed)
     mu, smooth = float(problem.mu), float(problem.smoothness)
-    g_bound = lipschitz(problem, c, radius)
+    g_bound = mc.problems.lipschitz_bound(problem, c, radius)
     l_tau = mc.bounds.smoothed_smoothness(smooth, g_bound, tau)
     xs = sample_ball(rng, c, radius, num_pairs)
     ys = sample_ball(rng, c, radius, num_pairs)

@@ -47,20 +47,18 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 import minimax_core as mc
+from minimax_core.validation import check_int, check_real
+from minimax_core.weights import smoothed_max
 
-from ._numerics import (
+from ._slack import Slack
+from .numerics import (
     Float,
-    check_steps,
-    check_temperature,
-    lipschitz,
     minimize_smoothed,
     optimum_bracket,
     smoothed_hessian,
-    smoothed_value,
     smoothed_value_and_grad,
     value_tolerance,
 )
-from ._slack import Slack
 
 __all__ = ["check_iterations_to_accuracy", "check_linear_rate", "theory_step_size"]
 
@@ -84,8 +82,8 @@ def theory_step_size(problem: Any, temperature: float, x0: Float) -> tuple[float
     v = np.asarray(problem.losses(x0), dtype=np.float64)
     g = np.asarray(problem.jacobian(x0), dtype=np.float64)
     lb = mc.bounds.lower_bound_on_optimum(v, g, mu)
-    radius = 2.0 * math.sqrt(max(2.0 * (smoothed_value(v, temperature) - lb) / mu, 0.0))
-    g_bound = lipschitz(problem, x0, radius)
+    radius = 2.0 * math.sqrt(max(2.0 * (smoothed_max(v, temperature) - lb) / mu, 0.0))
+    g_bound = mc.problems.lipschitz_bound(problem, x0, radius)
     l_tau = mc.bounds.smoothed_smoothness(float(problem.smoothness), g_bound, temperature)
     return 1.0 / l_tau, l_tau, g_bound
 
@@ -147,13 +145,13 @@ def check_linear_rate(
     mu/L_tau``, the measured asymptotic ``rate`` and the ``predicted_rate`` from the
     Hessian at ``x_tau`` (when the problem has ``hessians``), and ``step_residual``.
     """
-    tau = check_temperature(temperature)
-    steps = check_steps(steps)
+    tau = check_real("temperature", temperature, strict=True)
+    steps = check_int("steps", steps)
     x_start = _start(problem, x0)
     eta, l_tau, g_bound = theory_step_size(problem, tau, x_start)
     best = minimize_smoothed(problem, tau, x0=x_start)
     iterates, res = _run_softmax(problem, tau, eta, steps, x_start)
-    values = np.array([smoothed_value(np.asarray(problem.losses(x)), tau) for x in iterates])
+    values = np.array([smoothed_max(np.asarray(problem.losses(x)), tau) for x in iterates])
     gaps = values - best.value
     rate_bound = mc.bounds.softmax_linear_rate(float(problem.mu), l_tau)
     t = np.arange(len(gaps), dtype=np.float64)
@@ -186,18 +184,18 @@ def check_linear_rate(
 
 
 def check_iterations_to_accuracy(
-    problem: Any, eps: float, *, x0: ArrayLike | None = None, max_steps: int = 100_000
+    problem: Any, eps: float, *, x0: ArrayLike | None = None, steps: int = 100_000
 ) -> Slack:
     """Statement (b): run ``T`` steps with ``tau = eps/(2 log M)`` and check ``F(x_T) - F*
     <= eps`` (``F*`` replaced by a certified lower bound, which can only enlarge the gap).
 
     ``ratio`` is ``gap_T / eps``; ``details["iterations_needed"]`` is the first step whose
     certified gap is below ``eps`` (how pessimistic ``T`` is), ``["iterations_bound"]`` is
-    ``T``. Raises ``ValueError`` when ``T > max_steps`` (choose a larger ``eps``).
+    ``T``. ``steps`` is the budget: ``ValueError`` when ``T > steps`` (choose a larger
+    ``eps``).
     """
-    eps = float(eps)
-    if not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    eps = check_real("eps", eps, strict=True)
+    steps = check_int("steps", steps)
     x_start = _start(problem, x0)
     m = int(problem.num_tasks)
     bracket = optimum_bracket(problem)
@@ -211,10 +209,10 @@ def check_iterations_to_accuracy(
     count = mc.bounds.softmax_iterations_to_accuracy(
         eps, initial_gap, float(problem.mu), float(problem.smoothness), g_bound, m
     )
-    if count > max_steps:
+    if count > steps:
         raise ValueError(
-            f"the theorem needs T = {count} steps for eps = {eps:g}, more than max_steps = "
-            f"{max_steps}; choose a larger eps or raise max_steps"
+            f"the theorem needs T = {count} steps for eps = {eps:g}, more than the budget "
+            f"steps = {steps}; choose a larger eps or raise steps"
         )
     iterates, _ = _run_softmax(problem, tau, eta, max(count, 1), x_start)
     iterates = iterates[: count + 1]

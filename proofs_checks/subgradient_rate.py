@@ -33,9 +33,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 import minimax_core as mc
+from minimax_core.validation import check_int
 
-from ._numerics import check_steps, lipschitz, optimum_bracket, value_tolerance
 from ._slack import Slack
+from .numerics import optimum_bracket, value_tolerance
 
 __all__ = ["check_subgradient_bound", "loglog_slope"]
 
@@ -60,7 +61,7 @@ def check_subgradient_bound(
     ``details``: ``step`` (``T``), ``gap``, ``bound``, ``lipschitz``, ``radius`` and the
     log-log ``slope`` of the gap over the last decade of steps.
     """
-    steps = check_steps(steps)
+    steps = check_int("steps", steps)
     x_start = np.zeros(problem.dim) if x0 is None else np.array(x0, dtype=np.float64)
     mu = float(problem.mu)
     if not mu > 0:
@@ -68,12 +69,12 @@ def check_subgradient_bound(
     v0 = np.asarray(problem.losses(x_start), dtype=np.float64)
     g0 = np.asarray(problem.jacobian(x_start), dtype=np.float64)
     radius = max(mc.bounds.initial_radius(v0, g0, mu), 1e-12)
-    g_bound = lipschitz(problem, x_start, radius)
+    g_bound = mc.problems.lipschitz_bound(problem, x_start, radius)
     bracket = optimum_bracket(problem)
     res = mc.minimize_max(
         problem,
         method="subgradient",
-        schedule="strongly_convex",
+        step_rule="strongly_convex",
         radius=radius,
         steps=steps,
         x0=x_start,

@@ -304,7 +304,7 @@ def test_simplex_qp_warm_start_and_residual() -> None:
         ((np.eye(2), np.zeros((2, 1))), {}, "linear must be a 1-d"),
         ((np.eye(2), np.array([0.0, np.nan])), {}, "finite"),
         ((np.eye(2), np.zeros(2)), {"tol": 0.0}, "tol"),
-        ((np.eye(2), np.zeros(2)), {"max_iter": 0}, "max_iter"),
+        ((np.eye(2), np.zeros(2)), {"steps": 0}, "steps"),
     ],
 )
 def test_simplex_qp_bad_input(args: tuple[Any, ...], kwargs: dict[str, Any], match: str) -> None:

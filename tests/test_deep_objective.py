@@ -1,4 +1,5 @@
-"""The objective: per-task means, absent tasks, estimators, rule wrappers, one-step exactness."""
+"""The objective: per-task means, absent tasks, one-step exactness (the estimators and rule
+wrappers moved to minimax_core.weights: tests/test_weight_wrappers.py)."""
 
 from __future__ import annotations
 
@@ -92,73 +93,6 @@ def test_per_token_cross_entropy_ignores_unlabelled_tokens() -> None:
     assert values[0].item() == pytest.approx(ref.item())
     _, counts = deep.task_means(values, ids, 3)
     assert counts.tolist() == [2, 1, 1]
-
-
-def test_ema_estimator_blends_present_keeps_absent_fills_unseen() -> None:
-    est = deep.ema(0.5)
-    state = est.init(3)
-    view, state = est.update(torch.tensor([2.0, 4.0, 0.0]), torch.tensor([1.0, 1.0, 0.0]), state)
-    assert view.tolist() == [2.0, 4.0, 3.0]  # task 2 unseen: mean of the present tasks
-    view, state = est.update(torch.tensor([4.0, 0.0, 10.0]), torch.tensor([1.0, 0.0, 2.0]), state)
-    assert view.tolist() == [3.0, 4.0, 10.0]  # blend, keep, first observation
-    assert (
-        deep.ema().update(torch.tensor([1.0]), torch.tensor([1.0]), deep.ema().init(1))[0].item()
-        == 1.0
-    )
-    for bad in (-0.1, 1.0, 2):
-        with pytest.raises(ValueError, match=r"decay must lie in \[0, 1\)"):
-            deep.ema(bad)
-
-
-def test_mix_uniform_excess_and_group_size_wrappers() -> None:
-    losses = np.array([1.0, 2.0, 4.0])
-    mixed = deep.mix_uniform(mc.weights.hardmax(), 0.3)
-    w, _ = mixed.update(losses, mixed.init(3))
-    assert w.tolist() == pytest.approx([0.1, 0.1, 0.8])
-
-    # DoReMi: task 2 is hard for the reference too, so task 1 has the largest excess
-    doremi = deep.excess_loss(mc.weights.hardmax(), [0.5, 0.5, 3.9])
-    w, _ = doremi.update(torch.tensor(losses), doremi.init(3))
-    assert isinstance(w, torch.Tensor) and w.tolist() == [0.0, 1.0, 0.0]
-    unclipped = deep.excess_loss(mc.weights.softmax(1.0), [2.0, 0.0, 0.0], clip_at_zero=False)
-    w, _ = unclipped.update(losses, unclipped.init(3))
-    assert w.tolist() == pytest.approx(
-        mc.weights.softmax_weights(np.array([-1.0, 2.0, 4.0]), 1.0).tolist()
-    )
-
-    # Group DRO: C / sqrt(n) lifts the small group 0 to the top
-    adjusted = deep.group_size_adjusted(mc.weights.hardmax(), [1.0, 100.0, 10000.0], 4.0)
-    w, _ = adjusted.update(losses, adjusted.init(3))
-    assert w.tolist() == [1.0, 0.0, 0.0]  # 1 + 4 > 2 + 0.4 and > 4 + 0.04
-    assert adjusted.name == "group_size_adjusted(hardmax)"
-
-    # wrappers nest and keep the inner rule's state
-    nested = deep.mix_uniform(
-        deep.excess_loss(mc.weights.exponentiated_gradient(1.0), [0, 0, 0]), 0.1
-    )
-    state = nested.init(3)
-    _, state = nested.update(losses, state)
-    assert state.step == 1 and state.log_weights is not None
-    assert nested.params == {
-        "step_size": 1.0,
-        "excess_loss.clip_at_zero": 1.0,
-        "mix_uniform.epsilon": 0.1,
-    }
-
-
-def test_wrappers_reject_bad_input() -> None:
-    with pytest.raises(ValueError, match=r"epsilon must lie in \[0, 1\]"):
-        deep.mix_uniform(mc.weights.uniform(), 1.5)
-    with pytest.raises(ValueError, match="reference_losses has 2 entries but num_tasks = 3"):
-        deep.excess_loss(mc.weights.uniform(), [1.0, 2.0]).init(3)
-    with pytest.raises(ValueError, match="group_sizes must be > 0"):
-        deep.group_size_adjusted(mc.weights.uniform(), [1.0, 0.0], 1.0)
-    with pytest.raises(ValueError, match="adjustment must be a finite number >= 0"):
-        deep.group_size_adjusted(mc.weights.uniform(), [1.0, 2.0], -1.0)
-    with pytest.raises(ValueError, match="reference_losses must be finite"):
-        deep.excess_loss(mc.weights.uniform(), [1.0, float("nan")])
-    with pytest.raises(TypeError, match=r"rule must be a minimax_core\.weights rule"):
-        deep.mix_uniform("softmax", 0.1)  # type: ignore[arg-type]
 
 
 def _one_step_setup(seed: int = 0) -> tuple[torch.nn.Module, list[dict[str, torch.Tensor]]]:

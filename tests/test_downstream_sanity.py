@@ -231,7 +231,7 @@ def test_profile_recipe_fits_a_training_set_from_a_pretrained_checkpoint(suite_d
     fine-tuning recipe fits 64 examples of the novel task in 60 steps. The former recipe
     (BERT's pooler on ``[CLS]``) stayed near the majority class here: 0.30-0.52."""
     from benchmarks import all_experiments
-    from benchmarks.__main__ import _parser
+    from benchmarks.__main__ import build_parser as _parser
     from benchmarks.experiments.pos_bert import build_config
     from deep.pos_bert.pipeline import PretrainConfig, pretrain_pos_bert
     from deep.pos_bert.suite import build_suite

@@ -67,3 +67,19 @@ def test_bad_weights0_is_refused(weights0: Any, error: type, match: str) -> None
 
 def test_check_weights_normalises() -> None:
     np.testing.assert_allclose(exact.check_weights([1, 3], 2), [0.25, 0.75])
+
+
+def test_warm_start_through_minimize_max() -> None:
+    """``minimize_max(method="auto", x0=res.x, weights0=res.weights)`` is the same warm
+    start as :func:`exact.minimize` (same iterates), and saves iterations over a cold start."""
+    prob = mc.problems.random_quadratic(10, 50, mu=1.0, smoothness=10.0, seed=0)
+    first = mc.minimize_max(prob, method="auto", tol=1e-8)
+    nxt = _moved(prob, 1e-3, seed=0)
+    warm = mc.minimize_max(nxt, method="auto", tol=1e-8, x0=first.x, weights0=first.weights)
+    direct = exact.minimize(nxt, first.x, tol=1e-8, weights0=first.weights)
+    cold = mc.minimize_max(nxt, method="auto", tol=1e-8)
+    assert warm.success and cold.success
+    np.testing.assert_array_equal(warm.x, direct.x)
+    assert warm.nit == direct.nit < cold.nit
+    with pytest.raises(TypeError, match="weights0"):
+        mc.minimize_max(nxt, method="softmax", weights0=first.weights)

@@ -234,7 +234,7 @@ def test_experiment_config_is_checked():
 
 def test_cli_runs_the_suite_and_a_glue_folder(cache, tmp_path):
     from benchmarks import all_experiments
-    from benchmarks.__main__ import _parser
+    from benchmarks.__main__ import build_parser as _parser
 
     glue = tmp_path / "glue" / "CoLA"
     glue.mkdir(parents=True)

@@ -13,6 +13,7 @@ from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
 import minimax_core as mc
+from minimax_core.weights import smoothed_max
 from proofs_checks import (
     Slack,
     convex_combination,
@@ -23,7 +24,7 @@ from proofs_checks import (
     softmax_rate,
     subgradient_rate,
 )
-from proofs_checks._numerics import minimize_smoothed, optimum_bracket, smoothed_value
+from proofs_checks.numerics import minimize_smoothed, optimum_bracket
 from tests.helpers import quadratic_problems
 
 temperatures = st.floats(-4.0, 1.0).map(lambda e: 10.0**e)
@@ -224,7 +225,7 @@ def test_iterations_to_accuracy(problem, fraction):
     if gap0 <= 1e-9:
         reject()
     try:
-        result = softmax_rate.check_iterations_to_accuracy(problem, fraction * gap0, max_steps=6000)
+        result = softmax_rate.check_iterations_to_accuracy(problem, fraction * gap0, steps=6000)
     except ValueError:
         reject()  # the theorem asks for more steps than the test budget
     assert_holds(result)
@@ -406,7 +407,7 @@ def test_smoothed_minimum_is_stationary_and_below_the_sandwich():
         grad = mc.weights.softmax_weights(problem.losses(best.x), tau) @ problem.jacobian(best.x)
         assert np.linalg.norm(grad) <= 1e-8
         assert f_star.lower - 1e-9 <= best.value <= f_star.upper + tau * math.log(5) + 1e-9
-        assert best.value == pytest.approx(smoothed_value(problem.losses(best.x), tau))
+        assert best.value == pytest.approx(smoothed_max(problem.losses(best.x), tau))
 
 
 def test_bad_inputs_are_rejected_with_the_parameter_name():
@@ -421,8 +422,8 @@ def test_bad_inputs_are_rejected_with_the_parameter_name():
         softmax_rate.check_linear_rate(problem, 1.0, steps=0)
     with pytest.raises(ValueError, match="eps"):
         softmax_rate.check_iterations_to_accuracy(problem, -1.0)
-    with pytest.raises(ValueError, match="max_steps"):
-        softmax_rate.check_iterations_to_accuracy(problem, 1e-6, max_steps=10)
+    with pytest.raises(ValueError, match="budget steps = 10"):
+        softmax_rate.check_iterations_to_accuracy(problem, 1e-6, steps=10)
     with pytest.raises(ValueError, match="simplex"):
         convex_combination.check_convex_combination(problem, [[0.5, 0.6, -0.1]], np.zeros(2))
     with pytest.raises(ValueError, match="mu"):
@@ -455,7 +456,7 @@ def test_iteration_count_at_any_temperature_reaches_eps(share):
     eps = 0.3 * (float(np.max(problem.losses(x0))) - bracket.lower)
     tau = share * eps / math.log(3)
     eta, l_tau, _ = softmax_rate.theory_step_size(problem, tau, x0)
-    gap0 = smoothed_value(problem.losses(x0), tau) - minimize_smoothed(problem, tau).value
+    gap0 = smoothed_max(problem.losses(x0), tau) - minimize_smoothed(problem, tau).value
     rate = mc.bounds.softmax_linear_rate(problem.mu, l_tau)
     count = mc.bounds.softmax_iterations_at_temperature(eps, tau, gap0, rate, 3)
     assert count is not None and 0 < count <= 20_000

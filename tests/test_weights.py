@@ -285,3 +285,42 @@ def test_temperature_below_the_supported_range_is_refused() -> None:
         W.softmax(1e-310)
     with pytest.raises(ValueError, match="temperature"):
         W.softmax_weights(np.zeros(3), 1e-310)
+
+
+# ------------------------------------------------------------ the log-sum-exp smoothing
+
+
+def test_smoothed_max_is_stable() -> None:
+    assert W.smoothed_max(np.array([1e300, 1e300]), 1e-12) == pytest.approx(
+        1e300 + 1e-12 * math.log(2), rel=1e-15
+    )
+    assert W.smoothed_max(np.array([0.0, 0.0]), 2.0) == pytest.approx(2.0 * math.log(2))
+    assert W.smoothed_max(np.array([-5.0]), 1e-3) == -5.0
+    assert W.smoothed_max([1e300, -1e300, 0.0], 1e300) == pytest.approx(
+        1e300 * math.log(math.exp(1.0) + 1.0 + math.exp(-1.0)), rel=1e-14
+    )
+
+
+@given(losses=moderate, temperature=st.floats(1e-6, 1e3))
+def test_smoothed_max_sandwich_and_reference(losses: np.ndarray, temperature: float) -> None:
+    """``max L <= F_tau <= max L + tau log M``; equal to scipy's logsumexp to round-off."""
+    from scipy.special import logsumexp
+
+    f = W.smoothed_max(losses, temperature)
+    top = float(losses.max())
+    assert top <= f <= top + temperature * math.log(losses.size) * (1 + 1e-12) + 1e-12
+    ref = float(temperature * logsumexp(losses / temperature))
+    assert f == pytest.approx(ref, rel=1e-12, abs=1e-12 * (1 + abs(top)))
+
+
+@given(losses=moderate, temperature=st.floats(1e-2, 1e2))
+def test_smoothed_max_gradient_is_the_softmax(losses: np.ndarray, temperature: float) -> None:
+    """``d F_tau / d L_i = softmax(L/tau)_i``, by central differences (step ``1e-5 tau``:
+    truncation ``~1e-10``, rounding ``~eps |F| / h < 1e-7``)."""
+    w = W.softmax_weights(losses, temperature)
+    h = 1e-5 * temperature
+    for i in range(losses.size):
+        e = np.zeros_like(losses)
+        e[i] = h
+        up, down = W.smoothed_max(losses + e, temperature), W.smoothed_max(losses - e, temperature)
+        assert (up - down) / (2 * h) == pytest.approx(w[i], abs=1e-6)

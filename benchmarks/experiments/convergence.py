@@ -31,11 +31,13 @@ import numpy as np
 from tqdm import tqdm
 
 import minimax_core as mc
-from proofs_checks._numerics import minimize_smoothed, smoothed_value
+from deep.plotting import new_figure, save_figure
+from minimax_core.weights import smoothed_max
+from proofs_checks.numerics import minimize_smoothed
 from proofs_checks.softmax_rate import theory_step_size
 from proofs_checks.subgradient_rate import loglog_slope
 
-from ..common import Experiment, Report, given, save_figure, write_json
+from ..common import Experiment, Report, given, write_json
 from ..theory import quadratic_instance
 
 NAME = "convergence"
@@ -154,7 +156,7 @@ def run(args: argparse.Namespace) -> Report:
             r.update(step_size=eta, smoothness_tau=l_tau, lipschitz=g_tau)
             r["limit_gap"] = float(np.max(problem.losses(smooth.x))) - f_star
             r["smoothing_bound"] = mc.bounds.smoothed_gap_bound(r["temperature"], m)
-            r["initial_smoothed_gap"] = smoothed_value(v0, r["temperature"]) - smooth.value
+            r["initial_smoothed_gap"] = smoothed_max(v0, r["temperature"]) - smooth.value
     progress = tqdm(total=sum(cfg["seeds"] if r["stochastic"] else 1 for r in runs), desc=NAME)
     for r in runs:
         seeds = list(range(cfg["seeds"])) if r["stochastic"] else [0]
@@ -261,17 +263,13 @@ def _print(runs: list[dict[str, Any]]) -> None:
 
 
 def _plot(runs: list[dict[str, Any]], path: Path, m: int, d: int) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = (
         ("deterministic oracle, guaranteed steps", False, ("theory", "default")),
         ("deterministic, softmax step from G at x* (no guarantee)", False, ("oracle",)),
         ("minibatch oracle (mean over seeds)", True, ("theory", "default")),
     )
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), sharey=True)
+    fig = new_figure(figsize=(17, 5.2))
+    axes = fig.subplots(1, 3, sharey=True)
     for ax, (title, stochastic, rules) in zip(axes, panels, strict=True):
         for r in runs:
             if r["stochastic"] != stochastic or r["step_rule"] not in rules:

@@ -13,7 +13,7 @@ Guaranteed: ``max_j l_j(x_mm) <= F* <= max_j l_j(x_avg)`` (the vertices attain t
 ``max_j l_j(x_mm) = F(x_mm)`` once the vertices are included, so comparing the two says
 nothing; we compare the worst downstream loss at the minimax point with the certified
 LOWER bound on ``F*`` (weak duality at the CVXPY multipliers,
-:func:`proofs_checks._numerics.optimum_bracket`): ``max_j l_j(x_mm) - LB <= CERTIFIED``
+:func:`proofs_checks.numerics.optimum_bracket`): ``max_j l_j(x_mm) - LB <= CERTIFIED``
 certifies that the minimax point bounds every downstream loss by ``F*`` up to that
 accuracy, and ``max_j l_j(x_avg) - LB`` is the certified price of the average-risk point.
 Not guaranteed, and measured: the worst excess risk, the worst distance, the average over
@@ -32,8 +32,9 @@ import numpy as np
 from tqdm import tqdm
 
 import minimax_core as mc
+from deep.plotting import new_figure, save_figure
 
-from ..common import Experiment, Report, given, save_figure, write_json
+from ..common import Experiment, Report, given, write_json
 from ..theory import average_risk_minimiser, quadratic_instance
 
 NAME = "convex-combination"
@@ -202,12 +203,8 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def _plot(seeds: list[dict[str, Any]], cfg: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.5))
+    fig = new_figure(figsize=(13, 5.5))
+    ax1, ax2 = fig.subplots(1, 2)
     first = seeds[0]
     groups = first["groups"]
     colors = {

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 import minimax_core as mc
+from deep.plotting import new_figure, save_figure
 
-from ..common import Experiment, Report, given, save_figure, write_json
+from ..common import Experiment, Report, given, write_json
 
 MINIMAX_METHODS = ("softmax", "subgradient", "group_dro")
 TARGET = 1e-2
@@ -125,12 +126,8 @@ def _markdown(rows: list[dict[str, Any]], worst: dict[str, float]) -> str:
 
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = new_figure(figsize=(7, 4.2))
+    ax = fig.subplots()
     labels = [f"{r['num_tasks']}x{r['dim']}, {r['condition']:g}" for r in rows]
     xs = np.arange(len(rows))
     for j, method in enumerate(MINIMAX_METHODS):

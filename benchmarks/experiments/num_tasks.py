@@ -27,11 +27,13 @@ import numpy as np
 from tqdm import tqdm
 
 import minimax_core as mc
-from proofs_checks._numerics import minimize_smoothed, smoothed_value, softmax_weights
+from deep.plotting import new_figure, save_figure
+from minimax_core.weights import smoothed_max
+from proofs_checks.numerics import minimize_smoothed, softmax_weights
 from proofs_checks.softmax_rate import theory_step_size
 from proofs_checks.subgradient_rate import loglog_slope
 
-from ..common import Experiment, Report, given, save_figure, single_threaded, write_json
+from ..common import Experiment, Report, given, single_threaded, write_json
 from ..theory import iterations_to_gap, quadratic_instance
 
 NAME = "num-tasks"
@@ -116,7 +118,7 @@ def _measure(m: int, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     smooth = minimize_smoothed(problem, tau, x0=bracket.x)
     _, l_tau, g_bound = theory_step_size(problem, tau, x0)
     rate = mc.bounds.softmax_linear_rate(problem.mu, l_tau)
-    gap0_tau = smoothed_value(v0, tau) - smooth.value
+    gap0_tau = smoothed_max(v0, tau) - smooth.value
     oracle_step = 1.0 / mc.bounds.smoothed_smoothness(problem.smoothness, g_star, tau)
     row.update(
         {
@@ -219,13 +221,9 @@ def _fmt(value: float | None) -> str:
 
 
 def _plot(table: list[dict[str, Any]], cfg: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ms = np.array([e["num_tasks"] for e in table], dtype=float)
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    fig = new_figure(figsize=(13, 9))
+    axes = fig.subplots(2, 2)
     ax = axes[0, 0]
     for t, color in zip(TEMPERATURES, ("tab:blue", "tab:purple"), strict=True):
         ax.loglog(

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 import minimax_core as mc
+from deep.plotting import new_figure, save_figure
 
-from ..common import Experiment, Report, given, save_figure, write_json
+from ..common import Experiment, Report, given, write_json
 
 METHODS: tuple[tuple[str, str, dict[str, object]], ...] = (
     ("softmax (default)", "softmax", {}),
@@ -27,7 +28,7 @@ METHODS: tuple[tuple[str, str, dict[str, object]], ...] = (
     ("subgradient (default)", "subgradient", {}),
     ("average (default)", "average", {}),
     ("group_dro (default)", "group_dro", {}),
-    ("group_dro, former rule", "group_dro", {"schedule": "strongly_convex"}),
+    ("group_dro, former rule", "group_dro", {"step_rule": "strongly_convex"}),
     ("auto (exact)", "auto", {}),
 )
 
@@ -114,12 +115,8 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def _plot(rows: list[dict], path: Path, m: int, d: int) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = new_figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for r in rows:
         steps = np.maximum(np.asarray(r["history_step"]), 1)
         gap = np.maximum(np.asarray(r["history_gap"]), 1e-16)

@@ -52,8 +52,9 @@ import numpy as np
 from scipy import stats
 
 import minimax_core as mc
+from deep.plotting import new_figure, save_figure
 
-from ..common import Experiment, Report, given, save_figure, write_json
+from ..common import Experiment, Report, given, write_json
 from ..theory import average_risk_minimiser
 
 NAME = "sample-complexity"
@@ -637,13 +638,9 @@ def _plot(
     cfg: dict[str, Any],
     path: Path,
 ) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     colors = {"minimax": "tab:red", "average": "tab:blue"}
-    fig, axes = plt.subplots(1, 3, figsize=(19, 5.6))
+    fig = new_figure(figsize=(19, 5.6))
+    axes = fig.subplots(1, 3)
     ax = axes[0]
     shown = next((d for d in details if d["family"] == "outlier"), details[0])
     for entry in shown["budgets"]:

@@ -25,11 +25,13 @@ import numpy as np
 from tqdm import tqdm
 
 import minimax_core as mc
-from proofs_checks._numerics import minimize_smoothed, smoothed_value
+from deep.plotting import new_figure, save_figure
+from minimax_core.weights import smoothed_max
+from proofs_checks.numerics import minimize_smoothed
 from proofs_checks.softmax_rate import theory_step_size
 from proofs_checks.subgradient_rate import loglog_slope
 
-from ..common import Experiment, Report, given, save_figure, write_json
+from ..common import Experiment, Report, given, write_json
 from ..theory import iterations_to_gap, quadratic_instance
 
 NAME = "temperature"
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> Report:
         oracle_step = 1.0 / mc.bounds.smoothed_smoothness(problem.smoothness, g_star, tau)
         bound = mc.bounds.smoothed_gap_bound(tau, m)
         rate = mc.bounds.softmax_linear_rate(problem.mu, l_tau)
-        gap0_tau = smoothed_value(v0, tau) - smooth.value
+        gap0_tau = smoothed_max(v0, tau) - smooth.value
         theory = mc.bounds.softmax_iterations_at_temperature(eps, tau, gap0_tau, rate, m)
         reachable = limit < eps
         rows.append(
@@ -201,13 +203,9 @@ def _fmt(value: float | int | None) -> str:
 def _plot(
     rows: list[dict[str, Any]], summary: dict[str, Any], cfg: dict[str, Any], path: Path
 ) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     taus = np.array([r["temperature"] for r in rows])
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    fig = new_figure(figsize=(13, 5))
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.loglog(taus, [r["limit_gap"] for r in rows], "o-", label="F(x_tau) - F* (exact limit)")
     ax1.loglog(taus, [r["smoothing_bound"] for r in rows], "k--", label="bound tau log M")
     ax1.axhline(summary["eps"], color="tab:red", lw=1, ls=":", label="target eps")

@@ -27,14 +27,12 @@ A sequence of related problems is solved faster from the previous solution:
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from ..result import Iterate, Result, Status
+from ..result import Result
 from .certificate import quadratic_lower_bound
 from .first_order import gradient_mapping
 from .interior import interior_point
@@ -43,7 +41,6 @@ from .progress import Callback, check_weights
 
 __all__ = [
     "ALGORITHMS",
-    "ExactSolution",
     "check_weights",
     "choose_algorithm",
     "gradient_mapping",
@@ -51,7 +48,6 @@ __all__ = [
     "is_quadratic",
     "minimize",
     "quadratic_lower_bound",
-    "solve",
 ]
 
 Float = NDArray[np.float64]
@@ -68,7 +64,7 @@ def minimize(
     smoothness: float | None = None,
     tol: float = 1e-10,
     atol: float = 0.0,
-    max_iter: int | None = None,
+    steps: int | None = None,
     callback: Callback | None = None,
     weights0: ArrayLike | None = None,
 ) -> Result:
@@ -76,7 +72,7 @@ def minimize(
 
     ``x0``: the start (default zeros). ``algorithm``: ``"interior_point"``,
     ``"gradient_mapping"`` or ``None`` (by :func:`choose_algorithm`). ``mu``/``smoothness``
-    default to the problem's attributes. ``max_iter``: default 200 (interior point) or 5000
+    default to the problem's attributes. ``steps``: default 200 (interior point) or 5000
     (gradient mapping). ``callback(Iterate) -> bool``: ``True`` stops. ``x0`` and
     ``weights0`` (``res.x`` and ``res.weights`` of a related problem) warm-start a sequence
     of related problems (see :func:`interior_point`).
@@ -103,7 +99,7 @@ def minimize(
             mu=mu,
             tol=tol,
             atol=atol,
-            max_iter=200 if max_iter is None else max_iter,
+            steps=200 if steps is None else steps,
             callback=callback,
             weights0=w0,
         )
@@ -114,85 +110,7 @@ def minimize(
         smoothness=smoothness,
         tol=tol,
         atol=atol,
-        max_iter=5000 if max_iter is None else max_iter,
+        steps=5000 if steps is None else steps,
         callback=callback,
         weights0=w0,
-    )
-
-
-# ------------------------------------------------------------------ until solvers.auto moves
-# minimax_core.solvers.auto (the core's file) still calls solve() and converts its answer to
-# a Result; once it returns minimize(...) directly, ExactSolution and solve() go.
-
-
-@dataclass(frozen=True)
-class ExactSolution:
-    """:func:`minimize`'s :class:`~minimax_core.result.Result` in the shape
-    ``minimax_core.solvers.auto`` reads today (``algorithm``, ``lower_bound`` and an
-    infinite ``certificate`` when there is none)."""
-
-    x: Float
-    fun: float
-    weights: Float
-    lower_bound: float
-    certificate: float
-    nit: int
-    nfev: int
-    status: Status
-    message: str
-    algorithm: str
-    history: dict[str, Float]
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def success(self) -> bool:
-        return self.status == Status.CONVERGED
-
-
-def solve(
-    problem: Any,
-    x0: ArrayLike,
-    *,
-    algorithm: str | None = None,
-    mu: float | None = None,
-    smoothness: float | None = None,
-    tol: float = 1e-10,
-    atol: float = 0.0,
-    max_iter: int | None = None,
-    callback: Any = None,
-    weights0: ArrayLike | None = None,
-) -> ExactSolution:
-    """:func:`minimize` for ``minimax_core.solvers.auto``: ``callback(step, x, fun)``, and
-    an :class:`ExactSolution`."""
-    user = callback
-
-    def relay(it: Iterate) -> bool:
-        return bool(user(it.step, it.x, it.fun))
-
-    res = minimize(
-        problem,
-        x0,
-        algorithm=algorithm,
-        mu=mu,
-        smoothness=smoothness,
-        tol=tol,
-        atol=atol,
-        max_iter=max_iter,
-        callback=None if user is None else relay,
-        weights0=weights0,
-    )
-    assert res.weights is not None  # both algorithms return their dual weights
-    return ExactSolution(
-        x=res.x,
-        fun=res.fun,
-        weights=res.weights,
-        lower_bound=float(res.info["lower_bound"]),
-        certificate=math.inf if res.certificate is None else res.certificate,
-        nit=res.nit,
-        nfev=res.nfev,
-        status=res.status,
-        message=res.message,
-        algorithm=str(res.info["algorithm"]),
-        history=res.history,
-        info=res.info,
     )

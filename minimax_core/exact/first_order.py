@@ -56,7 +56,7 @@ def gradient_mapping(
     smoothness: float | None = None,
     tol: float = 1e-10,
     atol: float = 0.0,
-    max_iter: int = 2000,
+    steps: int = 2000,
     callback: Callback | None = None,
     weights0: Float | None = None,
 ) -> Result:
@@ -82,7 +82,7 @@ def gradient_mapping(
     w: Float | None = None if weights0 is None else check_weights(weights0, values.shape[0])
     momentum, status, it, backtracks = 1.0, Status.BUDGET, 0, 0
     floor = -math.inf
-    for it in range(max_iter + 1):
+    for it in range(steps + 1):
         fun_y = float(np.max(values))
         floor = max(floor, strong_convexity_floor(values, jac, mu))
         if fun_y < best_fun:
@@ -122,7 +122,7 @@ def gradient_mapping(
         if mu <= 0 and measure <= accuracy_target(fun_y, math.inf, tol, atol):
             status = Status.NO_CERTIFICATE
             break
-        if it == max_iter:
+        if it == steps:
             break
         # linear rate 1 - sqrt(mu/L): a 10% gain may take about sqrt(L/mu)/10 steps
         window = 200 if mu <= 0 else max(STALL_WINDOW, 10 * math.ceil(math.sqrt(lip / mu)))

@@ -111,7 +111,7 @@ def interior_point(
     mu: float = 0.0,
     tol: float = 1e-10,
     atol: float = 0.0,
-    max_iter: int = 200,
+    steps: int = 200,
     callback: Callback | None = None,
     weights0: Float | None = None,
 ) -> Result:
@@ -152,7 +152,7 @@ def interior_point(
     hess: Float | None = None
     hess_exact = False  # hess == sum_i lam_i A_i computed afresh (not by updates)
     rhs = np.empty(d + 1)
-    for it in range(max_iter + 1):
+    for it in range(steps + 1):
         if hess is None:
             hess, hess_exact = model.weighted_hessian(x, lam), True
         total = float(lam.sum())
@@ -183,7 +183,7 @@ def interior_point(
         if measure <= target:
             status = Status.NO_CERTIFICATE
             break
-        if it == max_iter:
+        if it == steps:
             break
         if progress.stalled(it):
             status = Status.STALLED

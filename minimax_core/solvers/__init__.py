@@ -54,9 +54,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .._common import check_real, check_seed
 from ..problems import check_problem
 from ..result import Iterate, Result, geometric_grid
+from ..validation import check_real, check_seed
 from .auto import Auto
 from .average import AverageRisk
 from .driver import Setup, positive, run

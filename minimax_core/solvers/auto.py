@@ -18,9 +18,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
-from ..result import Iterate, Result, Status
+from ..result import Result
 from .driver import Setup
 
 __all__ = ["Auto"]
@@ -30,11 +30,14 @@ Float = NDArray[np.float64]
 
 @dataclass(frozen=True)
 class Auto:
-    """Options of ``method="auto"``: ``algorithm`` (``None``: by the problem's structure) and
-    ``atol`` (an absolute accuracy added to the relative ``tol``)."""
+    """Options of ``method="auto"``: ``algorithm`` (``None``: by the problem's structure),
+    ``atol`` (an absolute accuracy added to the relative ``tol``) and ``weights0`` (the dual
+    weights of a related problem's result, with ``x0`` its ``x``: a warm start for a
+    sequence of related problems, see :func:`minimax_core.exact.minimize`)."""
 
     algorithm: str | None = None
     atol: float = 0.0
+    weights0: ArrayLike | None = None
 
     name = "auto"
 
@@ -53,12 +56,7 @@ class Auto:
             raise ValueError(f"atol must be a finite number >= 0, got {self.atol!r}")
         problem = setup.problem
         mu = setup.mu if setup.mu is not None else float(getattr(problem, "mu", 0.0) or 0.0)
-        user_callback = setup.callback
-
-        def callback(step: int, x: Float, fun: float) -> bool:
-            return bool(user_callback is not None and user_callback(Iterate(step, x, fun)))
-
-        sol = exact.solve(
+        return exact.minimize(
             problem,
             setup.x0,
             algorithm=self.algorithm,
@@ -66,26 +64,7 @@ class Auto:
             smoothness=setup.smoothness,
             tol=setup.tol,
             atol=atol,
-            max_iter=setup.steps,
-            callback=callback if user_callback is not None else None,
-        )
-        info = dict(sol.info)
-        info.update(
-            algorithm=sol.algorithm,
-            lower_bound=sol.lower_bound,
-            active=np.flatnonzero(sol.weights > 0),
-            relative_certificate=sol.certificate / max(abs(sol.fun), 1e-300),
-        )
-        return Result(
-            x=sol.x,
-            fun=sol.fun,
-            nit=sol.nit,
-            nfev=sol.nfev,
-            status=Status(sol.status),
-            message=sol.message,
-            method="auto",
-            history=sol.history,
-            weights=sol.weights,
-            certificate=sol.certificate if math.isfinite(sol.certificate) else None,
-            info=info,
+            steps=setup.steps,
+            callback=setup.callback,
+            weights0=self.weights0,
         )

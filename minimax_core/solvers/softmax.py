@@ -28,6 +28,7 @@ from .. import bounds, weights
 from .._common import Oracle, all_finite
 from ..problems import lipschitz_bound
 from ..result import Status
+from ..weights import smoothed_max
 from .driver import Average, Finish, Setup, Step, constant, gradient_step, positive
 from .line_search import ARMIJO_GROWTH, Accepted, armijo
 
@@ -36,15 +37,6 @@ __all__ = ["Softmax", "SoftmaxState", "smoothed_max"]
 Float = NDArray[np.float64]
 
 LINE_SEARCHES = ("fixed", "armijo")
-
-
-def smoothed_max(values: Float, temperature: float) -> float:
-    """``F_tau = tau log sum_i exp(L_i/tau)``, computed as ``max L + tau log sum exp((L -
-    max L)/tau)`` with the differences floored at ``-1000 tau`` (``exp`` is exactly 0 there),
-    so no finite losses and no temperature overflow."""
-    top = float(np.max(values))
-    scaled = np.maximum(values - top, -1000.0 * temperature) / temperature
-    return top + temperature * math.log(float(np.sum(np.exp(scaled))))
 
 
 def fixed_step_size(

@@ -1,6 +1,9 @@
-"""Shared numerics of the checks: the log-sum-exp smoothing, its derivatives, its exact
+"""Shared numerics of the checks: the derivatives of the log-sum-exp smoothing, its exact
 minimiser (Newton), and a certified bracket on ``F* = min_x max_i L_i(x)``.
 
+The smoothing itself is the library's (:func:`minimax_core.weights.smoothed_max`), as are
+the softmax weights, the validators (:mod:`minimax_core.validation`) and the Lipschitz bound
+(:func:`minimax_core.problems.lipschitz_bound`): a check measures the code it checks.
 Every function is pure and works on any problem with ``losses``/``jacobian`` (plus
 ``hessians`` for the second-order pieces and ``cvxpy_losses`` for the bracket).
 """
@@ -13,35 +16,27 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import logsumexp
 
 import minimax_core as mc
+from minimax_core.validation import check_int, check_real
+from minimax_core.weights import smoothed_max
+
+__all__ = [
+    "EPS",
+    "OptimumBracket",
+    "SmoothedMinimum",
+    "minimize_smoothed",
+    "optimum_bracket",
+    "smoothed_hessian",
+    "smoothed_value_and_grad",
+    "softmax_weights",
+    "value_tolerance",
+]
 
 Float = NDArray[np.float64]
 
 #: float64 unit roundoff
 EPS = float(np.finfo(np.float64).eps)
-
-
-def check_temperature(temperature: float) -> float:
-    """``temperature`` as a float, or ``ValueError`` unless it is finite and > 0."""
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float | np.floating):
-        raise TypeError(f"temperature must be a positive number, got {type(temperature).__name__}")
-    value = float(temperature)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    return value
-
-
-def check_steps(steps: int, name: str = "steps") -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {steps!r}")
-    return int(steps)
-
-
-def smoothed_value(values: Float, temperature: float) -> float:
-    """``F_tau = tau log sum_i exp(L_i / tau)`` from the losses (stable for any ``tau > 0``)."""
-    return float(temperature * logsumexp(np.asarray(values) / temperature))
 
 
 def softmax_weights(values: Float, temperature: float) -> Float:
@@ -54,7 +49,7 @@ def smoothed_value_and_grad(problem: Any, x: Float, temperature: float) -> tuple
     """``F_tau(x)`` and ``grad F_tau(x) = sum_i w_i grad L_i(x)`` with ``w = softmax(L/tau)``."""
     v = np.asarray(problem.losses(x), dtype=np.float64)
     g = np.asarray(problem.jacobian(x), dtype=np.float64)
-    return smoothed_value(v, temperature), softmax_weights(v, temperature) @ g
+    return smoothed_max(v, temperature), softmax_weights(v, temperature) @ g
 
 
 def smoothed_hessian(problem: Any, x: Float, temperature: float) -> Float:
@@ -91,19 +86,21 @@ def minimize_smoothed(
     temperature: float,
     x0: Float | None = None,
     *,
-    max_iter: int = 200,
+    steps: int = 200,
 ) -> SmoothedMinimum:
     """Minimise ``F_tau`` by damped Newton (backtracking on ``F_tau``) to full precision.
 
     ``F_tau`` is ``mu``-strongly convex with the Hessian of :func:`smoothed_hessian`, so
     Newton converges quadratically once close; the start defaults to zeros (a good start,
-    e.g. the minimax point, saves iterations at small temperatures).
+    e.g. the minimax point, saves iterations at small temperatures). ``steps`` bounds the
+    number of Newton steps.
     """
-    temperature = check_temperature(temperature)
+    temperature = check_real("temperature", temperature, strict=True)
+    steps = check_int("steps", steps)
     x = np.zeros(problem.dim) if x0 is None else np.array(x0, dtype=np.float64)
     f, g = smoothed_value_and_grad(problem, x, temperature)
     decrement = math.inf
-    for it in range(1, max_iter + 1):
+    for it in range(1, steps + 1):
         h = smoothed_hessian(problem, x, temperature)
         step = np.linalg.solve(h, g)
         decrement = math.sqrt(max(float(g @ step), 0.0))
@@ -119,7 +116,7 @@ def minimize_smoothed(
         if f_new >= f and alpha < 1e-12:  # no further decrease representable
             return SmoothedMinimum(x, f, decrement, it)
         x, f, g = x_new, f_new, g_new
-    return SmoothedMinimum(x, f, decrement, max_iter)
+    return SmoothedMinimum(x, f, decrement, steps)
 
 
 @dataclass(frozen=True)
@@ -160,12 +157,3 @@ def value_tolerance(*values: float) -> float:
     """Rounding allowance for a difference of computed loss values: ``1e3 eps`` times their
     scale (each value is a sum of ``O(d^2)`` products computed in float64)."""
     return 1e3 * EPS * max(1.0, *(abs(v) for v in values))
-
-
-def lipschitz(problem: Any, center: Float, radius: float) -> float:
-    """``G >= max_i ||grad L_i||`` on the ball ``||x - center|| <= radius``: the problem's
-    own bound when it has one, else :func:`minimax_core.problems.generic_lipschitz`."""
-    fn = getattr(problem, "lipschitz", None)
-    if callable(fn):
-        return float(fn(center, radius))
-    return mc.problems.generic_lipschitz(problem, center, radius)
