@@ -355,31 +355,22 @@ def _train(
     history = {k: list(v) for k, v in empty_history(M).items()}
     step, skipped, position, last_log_step = 0, 0, 0, 0
     loaded: ckpt.Checkpoint | None = None
+    rng: dict[str, Any] | None = None
     if c.resume_from is not None:
         loaded = ckpt.load_checkpoint(c.resume_from)
         check_resume(loaded.meta, record, loaded.path, c.allow_changes)
         # every field is checked before the model or the optimizer is touched
-        back = restore(
-            loaded,
-            rule_state=rule_state,
-            estimator_state=est_state,
-            running=running,
-            history_keys=list(history),
-            accumulation_steps=K,
-            rank=ctx.rank,
-            device=device,
-        )
-        step, skipped, position, last_log_step = (
-            back.step,
-            back.skipped,
-            back.position,
-            back.last_log_step,
-        )
-        rule_state, est_state, running, history = (
-            back.rule_state,
-            back.estimator_state,
-            back.running,
-            back.history,
+        (step, skipped, position, last_log_step, rule_state, est_state, running, history, rng) = (
+            restore(
+                loaded,
+                rule_state=rule_state,
+                estimator_state=est_state,
+                running=running,
+                history_keys=list(history),
+                accumulation_steps=K,
+                rank=ctx.rank,
+                device=device,
+            )
         )
         check_optimizer(opt, loaded.optimizer_state, loaded.path, c.allow_changes)
         ckpt.load_model_weights(raw_model, loaded)
@@ -387,8 +378,8 @@ def _train(
     if c.seed is not None:  # also on resume: data replays start from the same RNG state
         torch.manual_seed(c.seed + ctx.rank)
     stream = BatchStream(batches, position)
-    if loaded is not None:  # after the replay, which may have drawn random numbers
-        set_rng_state(back.rng, device)
+    if rng is not None:  # after the replay, which may have drawn random numbers
+        set_rng_state(rng, device)
     train_model = _wrap(raw_model, c, ctx)
     params = [p for group in opt.param_groups for p in group["params"]]
 
