@@ -171,15 +171,16 @@ def pretrain(
             possibly wrapped by :func:`deep.mix_uniform` and friends.
         steps: optimizer steps in total (a resumed run continues up to ``steps``).
         optimizer: an optimizer over ``model``'s parameters or ``model -> optimizer``; default
-            AdamW (fused on CUDA) with ``lr`` (default ``1e-4``), ``weight_decay`` on matrices
-            only, ``betas``. With your own optimizer its learning rates are the peaks.
+            :func:`deep.optim.adamw` (fused on CUDA) with ``lr`` (default ``1e-4``),
+            ``weight_decay`` on matrices only, ``betas``. With your own optimizer its learning
+            rates are the peaks.
         warmup_steps, lr_schedule, min_lr_ratio: see :func:`deep.optim.lr_factor`.
         grad_clip: clip the global gradient norm to this (``None``: no clipping).
         accumulation_steps: micro-batches per optimizer step (see the module docstring).
         estimator: loss estimate the rule sees (default :func:`deep.ema` with ``decay=0``).
         device: default ``cuda:LOCAL_RANK`` if CUDA is available, else CPU.
         precision: ``"auto"`` (bf16 autocast on CUDA with bf16 support, else float32),
-            ``"bf16"`` or ``"fp32"``.
+            ``"bf16"`` or ``"fp32"`` (:func:`deep.optim.autocast_dtype`).
         compile: ``True`` or ``torch.compile`` keyword arguments.
         seed: seeds torch with ``seed + rank`` at the start of a fresh run (``None``: leave
             the RNGs alone).
