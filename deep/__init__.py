@@ -23,53 +23,156 @@ The same call with ``rule=mc.weights.uniform()`` is the average-risk baseline. U
 ``torchrun --nproc_per_node N`` the call is unchanged (DDP, rank 0 writes); resume with
 ``resume=True``.
 
-Importing ``deep`` imports torch; :mod:`minimax_core` never does.
+The engine's modules: :mod:`~deep.objective` (per-task means, the weighted objective),
+:mod:`~deep.pretrain` (the loop), :mod:`~deep.config` (its validated options),
+:mod:`~deep.optim` (AdamW grouping, learning-rate factor, precision; shared with
+fine-tuning), :mod:`~deep.faults`, :mod:`~deep.run_state`, :mod:`~deep.checkpoint`,
+:mod:`~deep.data`, :mod:`~deep.distributed`, :mod:`~deep.logs`, :mod:`~deep.plotting`,
+:mod:`~deep.io`, :mod:`~deep.hf` (the Hugging Face ``Trainer``).
+
+Names and submodules load on first use (PEP 562): ``import deep`` imports neither torch nor
+scipy, matplotlib, cvxpy or spaCy; ``deep.io``, ``deep.logs`` and ``deep.plotting`` import
+no torch; the first use of a torch-based name imports torch. :mod:`minimax_core` never
+imports torch.
 """
 
 from __future__ import annotations
 
-from . import checkpoint, data, distributed, logs, objective
-from .checkpoint import CheckpointError, find_latest, load_checkpoint
-from .logs import read_log
-from .objective import (
-    IGNORE_INDEX,
-    EstimateState,
-    LossEstimator,
-    ema,
-    excess_loss,
-    group_size_adjusted,
-    mix_uniform,
-    per_token_cross_entropy,
-    present_weights,
-    task_means,
-    task_sums,
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
+    from . import (
+        checkpoint,
+        config,
+        data,
+        distributed,
+        faults,
+        io,
+        logs,
+        objective,
+        optim,
+        plotting,
+        run_state,
+    )
+    from .checkpoint import CheckpointError, find_latest, load_checkpoint
+    from .config import PretrainConfig
+    from .logs import read_log
+    from .objective import (
+        IGNORE_INDEX,
+        EstimateState,
+        LossEstimator,
+        ema,
+        excess_loss,
+        group_size_adjusted,
+        mix_uniform,
+        per_token_cross_entropy,
+        present_weights,
+        task_means,
+        task_sums,
+    )
+    from .optim import lr_factor
+    from .plotting import plot_history
+    from .pretrain import PretrainResult, pretrain
+
+_NAMES = {  # public name -> the submodule that defines it
+    "pretrain": "pretrain",
+    "PretrainResult": "pretrain",
+    "PretrainConfig": "config",
+    "task_means": "objective",
+    "task_sums": "objective",
+    "per_token_cross_entropy": "objective",
+    "present_weights": "objective",
+    "IGNORE_INDEX": "objective",
+    "ema": "objective",
+    "mix_uniform": "objective",
+    "excess_loss": "objective",
+    "group_size_adjusted": "objective",
+    "LossEstimator": "objective",
+    "EstimateState": "objective",
+    "lr_factor": "optim",
+    "plot_history": "plotting",
+    "load_checkpoint": "checkpoint",
+    "find_latest": "checkpoint",
+    "CheckpointError": "checkpoint",
+    "read_log": "logs",
+}
+_SUBMODULES = (
+    "checkpoint",
+    "config",
+    "data",
+    "distributed",
+    "faults",
+    "io",
+    "logs",
+    "objective",
+    "optim",
+    "plotting",
+    "run_state",
 )
-from .plotting import plot_history
-from .pretrain import PretrainResult, lr_factor, pretrain
 
 __all__ = [
     "IGNORE_INDEX",
     "CheckpointError",
     "EstimateState",
     "LossEstimator",
+    "PretrainConfig",
     "PretrainResult",
     "checkpoint",
+    "config",
     "data",
     "distributed",
     "ema",
     "excess_loss",
+    "faults",
     "find_latest",
     "group_size_adjusted",
+    "io",
     "load_checkpoint",
     "logs",
     "lr_factor",
     "mix_uniform",
     "objective",
+    "optim",
     "per_token_cross_entropy",
     "plot_history",
+    "plotting",
     "present_weights",
     "pretrain",
     "read_log",
+    "run_state",
     "task_means",
     "task_sums",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name or an engine submodule on first use (PEP 562)."""
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """``deep`` itself. The first import of the submodule ``deep.pretrain`` makes Python set
+    the package attribute ``pretrain`` to that module; this keeps the name for the function
+    (the submodule stays ``sys.modules["deep.pretrain"]``, and ``from deep.pretrain import
+    ...`` works as ever), as the eager ``from .pretrain import pretrain`` used to."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _NAMES and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

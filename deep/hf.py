@@ -68,7 +68,7 @@ from .objective import (
     present_weights,
     task_sums,
 )
-from .pretrain import _state_from_parts, _state_parts
+from .run_state import state_from_tensors, state_to_tensors
 
 __all__ = [
     "STATE_FILES",
@@ -288,7 +288,7 @@ class TaskRobustCallback(TrainerCallback):
             ("rule_state", self.rule_state),
             ("estimator_state", self.estimator_state),
         ):
-            meta[prefix], parts = _state_parts(prefix, value)
+            meta[prefix], parts = state_to_tensors(prefix, value)
             tensors.update(parts)
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / STATE_FILES[1]) as tmp:
@@ -319,10 +319,10 @@ class TaskRobustCallback(TrainerCallback):
             raise ValueError(f"checkpoint {folder} was written by another set-up: {wrong}")
         tensors = load_file(str(folder / STATE_FILES[1]))
         cpu = torch.device("cpu")
-        self.rule_state = _state_from_parts(
+        self.rule_state = state_from_tensors(
             "rule_state", self.rule_state, meta, tensors, cpu, folder
         )
-        self.estimator_state = _state_from_parts(
+        self.estimator_state = state_from_tensors(
             "estimator_state", self.estimator_state, meta, tensors, cpu, folder
         )
         self._pending = self._step_sums = self._step_counts = None

@@ -26,7 +26,11 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "empty_history",
+    "history_arrays",
+    "log_entry",
+    "progress_postfix",
     "read_log",
+    "tensorboard_write",
     "tensorboard_writer",
     "write_json_atomic",
 ]
@@ -52,6 +56,55 @@ def empty_history(num_tasks: int) -> dict[str, np.ndarray]:
     out["step"] = np.zeros(0, dtype=np.int64)
     for key in ("task_losses", "weights", "counts"):
         out[key] = np.zeros((0, num_tasks))
+    return out
+
+
+def history_arrays(history: Mapping[str, Sequence[Any]], num_tasks: int) -> dict[str, np.ndarray]:
+    """Lists of logged values as arrays: ``(n_logged, M)`` for the per-task keys, int64 steps,
+    float64 elsewhere."""
+    out = {}
+    for key, values in history.items():
+        per_task = key in ("task_losses", "weights", "counts")
+        shape = (len(values), num_tasks) if per_task else (len(values),)
+        dtype = np.int64 if key == "step" else np.float64
+        out[key] = np.asarray(values, dtype=dtype).reshape(shape)
+    return out
+
+
+def log_entry(
+    packed: Sequence[float], num_tasks: int, n_steps: int, step: int, skipped: int
+) -> dict[str, Any]:
+    """One history row from the interval sums read back in one piece: ``packed`` holds the
+    per-task loss sums, counts and weight sums (``M`` each), then the sum of the step
+    objectives and the last gradient norm, over ``n_steps`` applied steps."""
+    M = num_tasks
+    sums, counts = np.asarray(packed[:M]), np.asarray(packed[M : 2 * M])
+    present = counts > 0
+    task_losses = np.where(present, sums / np.maximum(counts, 1.0), np.nan)
+    return {
+        "step": step,
+        "loss": packed[3 * M] / n_steps if n_steps else float("nan"),
+        "mean_loss": float(sums.sum() / counts.sum()) if present.any() else float("nan"),
+        "worst_loss": float(np.max(task_losses[present])) if present.any() else float("nan"),
+        "task_losses": task_losses,
+        "weights": np.asarray(packed[2 * M : 3 * M]) / max(n_steps, 1),
+        "counts": counts,
+        "grad_norm": packed[3 * M + 1],
+        "skipped_steps": skipped,
+    }
+
+
+def progress_postfix(entry: Mapping[str, Any], names: Sequence[str]) -> dict[str, str]:
+    """The progress bar's postfix: loss, worst task, throughput."""
+    losses = entry["task_losses"]
+    out = {"loss": f"{entry['loss']:.4g}"}
+    if np.any(np.isfinite(losses)):
+        worst = int(np.nanargmax(losses))
+        out["worst"] = f"{names[worst]}={losses[worst]:.4g}"
+    if entry.get("tokens_per_second"):
+        out["tok/s"] = f"{entry['tokens_per_second']:.3g}"
+    else:
+        out["items/s"] = f"{entry['items_per_second']:.3g}"
     return out
 
 

@@ -28,17 +28,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import statistics
 import sys
 import time
-import types
 import warnings
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere: deep and benchmarks importable
+    sys.path.insert(0, str(ROOT))
 
 # Dense bf16 tensor-core peaks (no sparsity), by a substring of torch.cuda.get_device_name().
 PEAK_BF16_FLOPS = (
@@ -49,20 +49,6 @@ PEAK_BF16_FLOPS = (
     ("A100", 312e12),
     ("L40S", 362e12),
 )
-
-
-def _import_deep() -> Any:
-    """``import deep``; without scipy, load only ``minimax_core.weights`` (all deep needs)."""
-    sys.path.insert(0, str(ROOT))
-    try:
-        import scipy  # noqa: F401
-    except ImportError:
-        package = types.ModuleType("minimax_core")
-        package.__path__ = [str(ROOT / "minimax_core")]
-        sys.modules["minimax_core"] = package
-    import deep
-
-    return deep
 
 
 def peak_flops(device_name: str) -> float | None:
@@ -179,47 +165,19 @@ def make_batches(
     return out
 
 
-def _sync(device: Any) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def plain_loop(
     model: Any, batches: list[dict[str, Any]], steps: int, device: Any, lr: float = 1e-4
 ) -> float:
-    """The hand-written loop (nanoGPT style); returns the loop's seconds."""
-    import torch
+    """The hand-written loop (:func:`benchmarks.baselines.plain_pretrain`, the one
+    ``deep-overhead`` times on CPU) on the mean loss over the masked tokens; returns the
+    loop's seconds."""
+    from benchmarks.baselines import plain_pretrain
 
-    import deep
+    def loss(model: Any, batch: dict[str, Any]) -> Any:
+        values = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        return values.sum() / batch["num_masked"]
 
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr,
-        fused=device.type == "cuda",
-    )
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    _sync(device)
-    start = time.perf_counter()
-    for step in range(steps):
-        factor = deep.lr_factor(
-            step, steps=steps, warmup_steps=0, schedule="cosine", min_lr_ratio=0.1
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = lr * factor
-        batch = batches[step % len(batches)]
-        with autocast:
-            values = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
-        loss = values.sum() / batch["num_masked"]
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    _sync(device)
-    return time.perf_counter() - start
+    return plain_pretrain(model, batches, steps=steps, loss=loss, lr=lr, weight_decay=0.01)
 
 
 def deep_loop(
@@ -331,10 +289,10 @@ def _ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     args = parse_args(argv)
-    _import_deep()
     import torch
 
     import minimax_core.weights as weights
+    from deep.io import atomic_write_text
 
     device = _setup_device(args)
     if device is None:
@@ -385,10 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             "smoke": args.smoke,
             "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
         }
-        args.out.mkdir(parents=True, exist_ok=True)
-        tmp = args.out / ".bert_mfu.json.tmp"
-        tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, args.out / "bert_mfu.json")
+        atomic_write_text(args.out / "bert_mfu.json", json.dumps(payload, indent=1) + "\n")
         return payload
 
     def phase(label: str, module: Any) -> None:

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from ..common import Experiment, Report, save_figure, single_threaded, write_json
+from ..baselines import plain_pretrain
+from ..common import Experiment, Report, single_threaded, write_json
 
 VARIANTS = ("plain", "uniform", "softmax")
 TARGET = 0.97
@@ -93,34 +94,18 @@ def _batches(
 def _plain_chunk(
     model: Any, batches: list[dict[str, Any]], steps: int, lr: float, stamps: list[float]
 ) -> None:
-    """The hand-written loop (nanoGPT style), optimizer creation included."""
-    import torch
+    """The hand-written loop (:func:`benchmarks.baselines.plain_pretrain`, nanoGPT style) on
+    the model's own mean MLM loss, optimizer creation included."""
 
-    import deep
-
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
-    )
-    model.train()
-    for step in range(steps):
-        factor = deep.lr_factor(
-            step, steps=steps, warmup_steps=0, schedule="cosine", min_lr_ratio=0.1
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = lr * factor
-        batch = batches[step % len(batches)]
+    def loss(model: Any, batch: dict[str, Any]) -> Any:
         stamps.append(time.perf_counter())
-        loss = model(
+        return model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             labels=batch["labels"],
         ).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+
+    plain_pretrain(model, batches, steps=steps, loss=loss, lr=lr, weight_decay=0.01)
 
 
 def _deep_chunk(rule: Any, num_tasks: int) -> Chunk:
@@ -263,14 +248,10 @@ def run(args: argparse.Namespace) -> Report:
 
 
 def _plot(rates: dict[str, np.ndarray], ratios: dict[str, float], steps: int, path: Any) -> Any:
-    import matplotlib
+    from deep.plotting import new_figure, save_figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, (ax_rounds, ax_bars) = plt.subplots(
-        1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 2]}
-    )
+    fig = new_figure(figsize=(10, 4))
+    ax_rounds, ax_bars = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     labels = {
         "plain": "(a) plain loop",
         "uniform": "(b) deep.pretrain, uniform",
