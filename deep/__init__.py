@@ -3,8 +3,9 @@
 ``deep.task_means`` turns per-item losses and task ids into per-task means with one
 scatter; ``deep.pretrain`` trains any ``nn.Module`` on ``sum_i w_i L_i`` with the weights of
 a :mod:`minimax_core.weights` rule (AMP, accumulation, torchrun/DDP, atomic checkpoints,
-JSONL logs); ``deep.plot_history`` draws a run. Composable pieces: :func:`ema` (running loss
-estimate), :func:`group_size_adjusted`, :func:`excess_loss`, :func:`mix_uniform`.
+JSONL logs); ``deep.plot_history`` draws a run. The rule wrappers (``excess_loss``,
+``mix_uniform``, ``group_size_adjusted``, ``chain``) and the loss estimator ``ema`` are
+framework-agnostic and live beside the rules in :mod:`minimax_core.weights`.
 
 Example (a transformers MLM whose masked tokens fall into ``M`` tasks)::
 
@@ -62,12 +63,6 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers and IDEs
     from .logs import read_log
     from .objective import (
         IGNORE_INDEX,
-        EstimateState,
-        LossEstimator,
-        ema,
-        excess_loss,
-        group_size_adjusted,
-        mix_uniform,
         per_token_cross_entropy,
         present_weights,
         task_means,
@@ -86,12 +81,6 @@ _NAMES = {  # public name -> the submodule that defines it
     "per_token_cross_entropy": "objective",
     "present_weights": "objective",
     "IGNORE_INDEX": "objective",
-    "ema": "objective",
-    "mix_uniform": "objective",
-    "excess_loss": "objective",
-    "group_size_adjusted": "objective",
-    "LossEstimator": "objective",
-    "EstimateState": "objective",
     "lr_factor": "optim",
     "plot_history": "plotting",
     "load_checkpoint": "checkpoint",
@@ -116,24 +105,18 @@ _SUBMODULES = (
 __all__ = [
     "IGNORE_INDEX",
     "CheckpointError",
-    "EstimateState",
-    "LossEstimator",
     "PretrainConfig",
     "PretrainResult",
     "checkpoint",
     "config",
     "data",
     "distributed",
-    "ema",
-    "excess_loss",
     "faults",
     "find_latest",
-    "group_size_adjusted",
     "io",
     "load_checkpoint",
     "logs",
     "lr_factor",
-    "mix_uniform",
     "objective",
     "optim",
     "per_token_cross_entropy",

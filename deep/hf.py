@@ -56,18 +56,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
-from minimax_core.weights import WeightRule
+from minimax_core.weights import EstimateState, LossEstimator, WeightRule, ema
 
 from .io import atomic_path
-from .objective import (
-    IGNORE_INDEX,
-    EstimateState,
-    LossEstimator,
-    ema,
-    per_token_cross_entropy,
-    present_weights,
-    task_sums,
-)
+from .objective import IGNORE_INDEX, per_token_cross_entropy, present_weights, task_sums
 from .run_state import state_from_tensors, state_to_tensors
 
 __all__ = [
@@ -158,7 +150,7 @@ class TaskRobustCallback(TrainerCallback):
 
     ``num_tasks``: ``M``; ``rule``: a :mod:`minimax_core.weights` rule (or a wrapper from
     :mod:`deep.objective`); ``task_names``: ``M`` names for the logs (default ``task0``...);
-    ``estimator``: the loss estimate the rule sees (default :func:`deep.ema` with
+    ``estimator``: the loss estimate the rule sees (default :func:`minimax_core.weights.ema` with
     ``decay=0``, the micro-batches' means); ``ignore_index``: the task id of items in no task.
     """
 

@@ -31,27 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from minimax_core.validation import check_int
-from minimax_core.weights import (
-    EstimateState,
-    LossEstimator,
-    check_rule,
-    ema,
-    excess_loss,
-    group_size_adjusted,
-    mix_uniform,
-)
-
-# deep.pretrain's name for minimax_core.weights.check_rule, until the lead points it there
-_check_rule = check_rule
 
 __all__ = [
     "IGNORE_INDEX",
-    "EstimateState",
-    "LossEstimator",
-    "ema",
-    "excess_loss",
-    "group_size_adjusted",
-    "mix_uniform",
     "per_token_cross_entropy",
     "present_weights",
     "task_means",

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from minimax_core.weights import WeightRule
+from minimax_core.weights import EstimateState, LossEstimator, WeightRule, check_rule, ema
 
 from . import checkpoint as ckpt
 from .config import PretrainConfig, RunRecord
@@ -75,7 +75,7 @@ from .logs import (
     tensorboard_writer,
     write_json_atomic,
 )
-from .objective import IGNORE_INDEX, EstimateState, LossEstimator, ema, present_weights, task_sums
+from .objective import IGNORE_INDEX, present_weights, task_sums
 from .optim import LrSchedule, adamw, autocast, autocast_dtype, lr_factor
 from .run_state import (
     Running,
@@ -168,7 +168,7 @@ def pretrain(
             shape, or ``ignore_index`` for items of no task. Under DDP/compile ``model`` is the
             wrapper: call it, do not read attributes from it.
         rule: a :mod:`minimax_core.weights` rule (``uniform()`` is the average-risk baseline),
-            possibly wrapped by :func:`deep.mix_uniform` and friends.
+            possibly wrapped by :func:`minimax_core.weights.mix_uniform` and friends.
         steps: optimizer steps in total (a resumed run continues up to ``steps``).
         optimizer: an optimizer over ``model``'s parameters or ``model -> optimizer``; default
             :func:`deep.optim.adamw` (fused on CUDA) with ``lr`` (default ``1e-4``),
@@ -177,7 +177,7 @@ def pretrain(
         warmup_steps, lr_schedule, min_lr_ratio: see :func:`deep.optim.lr_factor`.
         grad_clip: clip the global gradient norm to this (``None``: no clipping).
         accumulation_steps: micro-batches per optimizer step (see the module docstring).
-        estimator: loss estimate the rule sees (default :func:`deep.ema` with ``decay=0``).
+        estimator: loss estimate the rule sees (default :func:`minimax_core.weights.ema` with ``decay=0``).
         device: default ``cuda:LOCAL_RANK`` if CUDA is available, else CPU.
         precision: ``"auto"`` (bf16 autocast on CUDA with bf16 support, else float32),
             ``"bf16"`` or ``"fp32"`` (:func:`deep.optim.autocast_dtype`).
@@ -260,15 +260,14 @@ def pretrain(
         )
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    from .objective import _check_rule
 
-    rule = _check_rule(rule)
+    rule = check_rule(rule)
     estimator = ema(0.0) if estimator is None else estimator
     if not (
         callable(getattr(estimator, "init", None)) and callable(getattr(estimator, "update", None))
     ):
         raise TypeError(
-            f"estimator must be a deep.LossEstimator such as deep.ema(), got {estimator!r}"
+            f"estimator must be a minimax_core.weights.LossEstimator such as minimax_core.weights.ema(0.0), got {estimator!r}"
         )
     if isinstance(optimizer, torch.optim.Optimizer) and lr is not None:
         raise ValueError(

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import deep
 import minimax_core as mc
 from deep.config import ALLOWABLE_CHANGES, CHANGEABLE, PretrainConfig, RunRecord
 
@@ -75,7 +74,7 @@ def test_the_record_keeps_the_checkpoint_format_2_fields() -> None:
     record = RunRecord.of(
         config,
         rule=mc.weights.softmax(0.5),
-        estimator=deep.ema(0.0),
+        estimator=mc.weights.ema(0.0),
         base_lrs=[0.1, 0.1],
         world_size=1,
         autocast_to=None,

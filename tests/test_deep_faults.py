@@ -237,7 +237,7 @@ def test_bad_options_are_clear_errors(
 
 
 def test_rule_and_num_tasks_mismatch() -> None:
-    rule = deep.excess_loss(mc.weights.softmax(1.0), [1.0, 2.0])  # built for 2 tasks
+    rule = mc.weights.excess_loss(mc.weights.softmax(1.0), [1.0, 2.0])  # built for 2 tasks
     with pytest.raises(ValueError, match="reference_losses has 2 entries but num_tasks = 3"):
         _run(rule=rule)
 

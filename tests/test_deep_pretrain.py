@@ -249,7 +249,7 @@ def test_bf16_autocast_on_cpu_and_estimator_in_the_loop() -> None:
         num_tasks=M,
         task_loss=_sq_loss,
         rule=mc.weights.hardmax(),
-        estimator=deep.ema(0.9),
+        estimator=mc.weights.ema(0.9),
         steps=3,
         precision="bf16",
         log_every=1,

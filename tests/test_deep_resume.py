@@ -48,8 +48,8 @@ def _options(**extra: Any) -> dict[str, Any]:
     options: dict[str, Any] = {
         "num_tasks": M,
         "task_loss": _task_loss,
-        "rule": deep.mix_uniform(mc.weights.exponentiated_gradient(0.05), 0.05),
-        "estimator": deep.ema(0.5),
+        "rule": mc.weights.mix_uniform(mc.weights.exponentiated_gradient(0.05), 0.05),
+        "estimator": mc.weights.ema(0.5),
         "steps": STEPS,
         "lr": 3e-3,
         "warmup_steps": 2,

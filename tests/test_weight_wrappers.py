@@ -79,12 +79,15 @@ def test_wrappers_reject_bad_input() -> None:
         W.mix_uniform("softmax", 0.1)  # type: ignore[call-overload]
 
 
-def test_deep_objective_re_exports_the_same_objects() -> None:
-    for name in ("ema", "mix_uniform", "excess_loss", "group_size_adjusted"):
-        assert getattr(deep.objective, name) is getattr(W, name)
-        assert getattr(deep, name) is getattr(W, name)
-    assert deep.objective.LossEstimator is W.LossEstimator
-    assert deep.objective.EstimateState is W.EstimateState
+def test_the_wrappers_live_beside_the_rules_only() -> None:
+    """One home: the wrappers and the estimator are :mod:`minimax_core.weights` names;
+    :mod:`deep` (the torch engine) does not carry second copies or aliases of them."""
+    for name in ("ema", "mix_uniform", "excess_loss", "group_size_adjusted", "chain"):
+        assert callable(getattr(W, name))
+    for name in ("ema", "mix_uniform", "excess_loss", "group_size_adjusted", "LossEstimator"):
+        assert not hasattr(deep.objective, name)
+        with pytest.raises(AttributeError):
+            getattr(deep, name)
 
 
 # --------------------------------------------------------------------------- ema

@@ -12,7 +12,7 @@ sets and model initialisation; all shared by every method):
    and a temperature sweep of the minimax rule.
 
 Methods. ``minimax``: softmax weights on the *excess* losses ``L_c - floor_c``
-(:func:`deep.objective.excess_loss` with the known floors as the reference); ``average``:
+(:func:`minimax_core.weights.excess_loss` with the known floors as the reference); ``average``:
 uniform weights over categories; ``mlm``: one task, the token mean (categories weighted by
 frequency); ``hardmax``: the subgradient rule on excess losses; ``group_dro``:
 exponentiated-gradient weights on excess losses; ``minimax_raw``: softmax on the raw
@@ -46,9 +46,8 @@ import numpy as np
 import torch
 
 import minimax_core as mc
-from minimax_core.weights import WeightRule
+from minimax_core.weights import WeightRule, excess_loss
 
-from ..objective import excess_loss
 from ..pretrain import pretrain
 from .downstream import FineTuneConfig, default_tasks, fine_tune
 from .language import Grammar, LanguageSpec, build_grammar, default_spec, sample_sequences
