@@ -8,7 +8,7 @@
 (``softmax(0.5)``) vs average (``uniform()``) pre-training over the three modality tasks
 with ``deep.pretrain`` (bf16 autocast on CUDA), 3 seeds; then, from RGB only, a linear
 probe and fine-tuning for classification and fine-tuning for segmentation and depth, with
-the from-scratch encoder as the normalising baseline (see :mod:`deep.mae.pipeline`).
+the from-scratch encoder as the normalising baseline (see :mod:`deep.apps.mae.pipeline`).
 
 Time budget: after the data are made, a short timing run measures one pre-training step
 and one fine-tuning step; the number of pre-training steps (the same for every method and
@@ -34,7 +34,7 @@ T0 = time.perf_counter()
 
 
 def _chunk(args: tuple[int, int, int]) -> tuple[np.ndarray, ...]:
-    from deep.mae.scenes import SceneConfig, generate_scenes
+    from deep.apps.mae.scenes import SceneConfig, generate_scenes
 
     n, size, seed = args
     s = generate_scenes(n, SceneConfig(size=size), seed=seed)
@@ -44,7 +44,7 @@ def _chunk(args: tuple[int, int, int]) -> tuple[np.ndarray, ...]:
 def make_scenes(total: int, size: int, seed: int, workers: int):  # type: ignore[no-untyped-def]
     """Procedural scenes made in parallel: chunk ``j`` of 1024 scenes uses seed
     ``seed + j`` (deterministic for a given total, whatever the worker count)."""
-    from deep.mae.scenes import OBJECT_CLASSES, SEGMENT_CLASSES, SceneConfig, Scenes
+    from deep.apps.mae.scenes import OBJECT_CLASSES, SEGMENT_CLASSES, SceneConfig, Scenes
 
     sizes = [min(1024, total - i) for i in range(0, total, 1024)]
     jobs = [(n, size, seed + j) for j, n in enumerate(sizes)]
@@ -66,9 +66,9 @@ def make_scenes(total: int, size: int, seed: int, workers: int):  # type: ignore
 
 
 def _config(smoke: bool):  # type: ignore[no-untyped-def]
-    from deep.mae.downstream import FinetuneConfig
-    from deep.mae.pipeline import PipelineConfig
-    from deep.mae.scenes import SceneConfig
+    from deep.apps.mae.downstream import FinetuneConfig
+    from deep.apps.mae.pipeline import PipelineConfig
+    from deep.apps.mae.scenes import SceneConfig
 
     if smoke:
         return PipelineConfig(
@@ -91,9 +91,9 @@ def _time_steps(cfg, scenes, device) -> tuple[float, float]:  # type: ignore[no-
 
     import deep
     import minimax_core as mc
-    from deep.mae.downstream import finetune
-    from deep.mae.model import MultiModalMAE, Normalisation
-    from deep.mae.tasks import SceneBatches, modality_task_loss
+    from deep.apps.mae.downstream import finetune
+    from deep.apps.mae.model import MultiModalMAE, Normalisation
+    from deep.apps.mae.tasks import SceneBatches, modality_task_loss
 
     norm = Normalisation.from_data(scenes.rgb[:512], scenes.depth[:512])
     model = MultiModalMAE(cfg.model_config(scenes.num_classes, norm))
@@ -151,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    import deep.report as wc
+    import deep.apps.evaluation as wc
     from benchmarks.common import write_json
-    from deep.mae.pipeline import DOWNSTREAM_TASKS, run_pipeline
+    from deep.apps.mae.pipeline import DOWNSTREAM_TASKS, run_pipeline
 
     torch.set_float32_matmul_precision("high")
     cfg = _config(args.smoke)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import matplotlib  # noqa: F401
 
-        from deep.mae.figures import plot_losses, plot_reconstructions
+        from deep.apps.mae.figures import plot_losses, plot_reconstructions
 
         pngs.append(str(wc.plot_report(summary, args.out / "mae_large.png",
                                        title="MAE (GPU): error reduction vs from scratch")))  # fmt: skip
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         pngs.append(str(plot_reconstructions(result, args.out / "mae_large_recon.png")))
     except ImportError as err:
         print(f"no figures ({err})", flush=True)
-    from deep.mae.figures import raw_metrics_table
+    from deep.apps.mae.figures import raw_metrics_table
 
     device_name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
     write_json(

@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_bundle(args: argparse.Namespace) -> Path:
     _import_deep()
-    from deep.pos_bert.pipeline import DataConfig, prepare_data, save_bundle
+    from deep.apps.pos_bert.pipeline import DataConfig, prepare_data, save_bundle
 
     data = prepare_data(DataConfig(corpus=args.corpus, vocab_size=8000, max_len=128))
     folder = save_bundle(data, args.bundle)
@@ -128,8 +128,8 @@ def _calibrate(data: Any, plan: dict[str, Any], config: Any, tasks: Any) -> Cali
     import dataclasses
     import tempfile
 
-    from deep.downstream import fine_tune
-    from deep.pos_bert.pipeline import pretrain_pos_bert
+    from deep.apps.pos_bert.pipeline import pretrain_pos_bert
+    from deep.apps.text import fine_tune
 
     short, long = (2, 5) if plan["device"] == "cpu" else (5, 35)
 
@@ -162,15 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from benchmarks.common import write_json
-    from deep.downstream import FinetuneConfig
-    from deep.pos_bert.experiment import (
+    from deep.apps.evaluation import markdown_table
+    from deep.apps.pos_bert.experiment import (
         ExperimentConfig,
         downstream_tasks,
         pretraining_markdown,
         run_experiment,
     )
-    from deep.pos_bert.pipeline import DataConfig, PretrainConfig, load_bundle
-    from deep.report import markdown_table
+    from deep.apps.pos_bert.pipeline import DataConfig, PretrainConfig, load_bundle
+    from deep.apps.text import FinetuneConfig
 
     plan = _plan(args)
     if plan["device"] is None and not torch.cuda.is_available():
@@ -249,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "pos_bert_large.json", payload)
     try:
-        from deep.pos_bert.experiment import pretraining_figure
-        from deep.report import plot_report
+        from deep.apps.evaluation import plot_report
+        from deep.apps.pos_bert.experiment import pretraining_figure
 
         plot_report(result.report, out / "pos_bert_large.png", title="POS-Mask BERT (GPU)")
         pretraining_figure(result.payload, out / "pos_bert_large-pretraining.png")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from deep.mae import downstream as ds
-from deep.mae.model import MAEConfig, MultiModalMAE
-from deep.mae.pipeline import normalised_scores
+from deep.apps.mae import downstream as ds
+from deep.apps.mae.model import MAEConfig, MultiModalMAE
+from deep.apps.mae.pipeline import normalised_scores
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -97,7 +97,7 @@ def test_linear_probe_separable():
 
 @pytest.fixture(scope="module")
 def tiny():
-    from deep.mae.scenes import SceneConfig, generate_scenes
+    from deep.apps.mae.scenes import SceneConfig, generate_scenes
 
     scenes = generate_scenes(96, SceneConfig(size=16), seed=0)
     torch.manual_seed(0)

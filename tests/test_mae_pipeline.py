@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deep.mae.downstream import FinetuneConfig
-from deep.mae.pipeline import DOWNSTREAM_TASKS, PipelineConfig, run_pipeline, split_scenes
-from deep.mae.scenes import SceneConfig, generate_scenes
+from deep.apps.mae.downstream import FinetuneConfig
+from deep.apps.mae.pipeline import DOWNSTREAM_TASKS, PipelineConfig, run_pipeline, split_scenes
+from deep.apps.mae.scenes import SceneConfig, generate_scenes
 
 ROOT = Path(__file__).resolve().parents[1]
 

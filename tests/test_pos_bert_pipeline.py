@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deep.downstream import FinetuneConfig
-from deep.pos_bert.experiment import (
+from deep.apps.pos_bert.experiment import (
     ExperimentConfig,
     pretraining_figure,
     pretraining_markdown,
     run_experiment,
 )
-from deep.pos_bert.pipeline import (
+from deep.apps.pos_bert.pipeline import (
     DataConfig,
     PretrainConfig,
     load_bundle,
@@ -28,8 +27,9 @@ from deep.pos_bert.pipeline import (
     pretrain_pos_bert,
     save_bundle,
 )
-from deep.pos_bert.suite import build_suite, is_heldout
-from deep.pos_bert.tagging import UPOS_TAGS
+from deep.apps.pos_bert.suite import build_suite, is_heldout
+from deep.apps.pos_bert.tagging import UPOS_TAGS
+from deep.apps.text import FinetuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = 1500  # per novel: 9k words of the shipped tagged novels

@@ -1,7 +1,7 @@
 """Planted-task language: does minimax pre-training help the worst downstream task when the
 downstream tasks are, by construction, mixtures of the upstream ones? (Non-convex, a BERT.)
 
-A seeded grammar (:mod:`deep.planted.language`) emits sequences whose every token carries
+A seeded grammar (:mod:`deep.apps.planted.language`) emits sequences whose every token carries
 one of 8 categories of designed difficulty (frequent unigram categories, topic-dependent
 "topic" categories, a high-entropy category with floor log 400, and two rare long-range
 agreement categories); upstream task ``c`` is masked-token prediction on category ``c``.
@@ -73,8 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace) -> tuple[str, Any, list[int], int]:
-    from deep.planted.downstream import FineTuneConfig
-    from deep.planted.experiment import PlantedConfig, derive_seeds
+    from deep.apps.planted.downstream import FineTuneConfig
+    from deep.apps.planted.experiment import PlantedConfig, derive_seeds
 
     profile = "quick" if args.quick else "full"
     p = PROFILES[profile]
@@ -315,8 +315,8 @@ def _finished_seeds(folder: Path, seeds: list[int], cfg: Any) -> dict[int, dict[
 
 
 def run(args: argparse.Namespace) -> Report:
-    from deep.planted.experiment import run_seeds, summarize
-    from deep.planted.language import build_grammar, default_spec
+    from deep.apps.planted.experiment import run_seeds, summarize
+    from deep.apps.planted.language import build_grammar, default_spec
 
     profile, cfg, seeds, workers = build_config(args)
     out: Path = args.out

@@ -1,4 +1,4 @@
-"""deep.report: WILDS-style worst-case summaries, against hand-computed values."""
+"""deep.apps.evaluation: WILDS-style worst-case summaries, against hand-computed values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from deep.report import markdown_table, plot_report, summarize
+from deep.apps.evaluation import markdown_table, plot_report, summarize
 
 SCORES = {
     "minimax": {"CoLA": [0.30, 0.20, 0.40], "SST-2": [0.80, 0.90, 0.10]},

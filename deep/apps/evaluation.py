@@ -262,7 +262,7 @@ def plot_report(
 ) -> Path:
     """Grouped bar plot: one group per task plus ``average`` and ``worst task``, one bar per
     method, error bars one standard deviation over seeds; written atomically to ``path``."""
-    from .plotting import new_figure, save_figure
+    from deep.plotting import new_figure, save_figure
 
     keys = [report.task_key(t) for t in report.tasks] + [report.avg_key, report.wg_key]
     labels = [f"{t}\n({report.metrics[t]})" for t in report.tasks]

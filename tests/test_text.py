@@ -1,4 +1,4 @@
-"""deep.downstream: metrics against hand-computed values, the GLUE reader on generated
+"""deep.apps.text: metrics against hand-computed values, the GLUE reader on generated
 GLUE-format files, the optional datasets loader, and fine-tuning from a checkpoint."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import types
 import numpy as np
 import pytest
 
-from deep.downstream import (
+from deep.apps.text import (
     GLUE_TASKS,
     FinetuneConfig,
     TextExample,

@@ -46,10 +46,10 @@ import numpy as np
 import torch
 
 import minimax_core as mc
+from deep.objective import excess_loss
+from deep.pretrain import pretrain
 from minimax_core.weights import WeightRule
 
-from ..objective import excess_loss
-from ..pretrain import pretrain
 from .downstream import FineTuneConfig, default_tasks, fine_tune
 from .language import Grammar, LanguageSpec, build_grammar, default_spec, sample_sequences
 from .model import (

@@ -8,7 +8,7 @@ Metrics (``pred``/``target`` tensors of any matching shape):
 - ``depth_metrics``: over valid pixels (``target > 0``), ``rmse = sqrt(mean (d - d*)^2)``
   in metres and ``delta1 = mean(max(d/d*, d*/d) < 1.25)``.
 
-Training (all from an :class:`~deep.mae.model.RGBBackbone`, every patch visible):
+Training (all from an :class:`~deep.apps.mae.model.RGBBackbone`, every patch visible):
 
 - ``linear_probe``: the backbone is frozen; features ``[global token, mean patch token]``
   are standardised and a multinomial logistic regression with L2 penalty is fitted by

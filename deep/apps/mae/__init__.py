@@ -1,17 +1,17 @@
 """Multi-modal mask MAE: RGB, depth and semantic maps as pre-training tasks.
 
-- :mod:`~deep.mae.scenes`: procedural scenes whose three modalities come from one geometry.
-- :mod:`~deep.mae.readers`: a user's image folder (class sub-folders) or NYUv2-style
+- :mod:`~deep.apps.mae.scenes`: procedural scenes whose three modalities come from one geometry.
+- :mod:`~deep.apps.mae.readers`: a user's image folder (class sub-folders) or NYUv2-style
   RGB/depth/label folder.
-- :mod:`~deep.mae.model`: per-modality patch embeddings, a shared ViT encoder, light
-  per-modality decoders (MultiMAE style); :mod:`~deep.mae.masking`: random masking across
+- :mod:`~deep.apps.mae.model`: per-modality patch embeddings, a shared ViT encoder, light
+  per-modality decoders (MultiMAE style); :mod:`~deep.apps.mae.masking`: random masking across
   modalities.
-- :mod:`~deep.mae.tasks`: per-patch reconstruction losses with the modality as task id, the
+- :mod:`~deep.apps.mae.tasks`: per-patch reconstruction losses with the modality as task id, the
   ``task_loss`` of :func:`deep.pretrain`, and seeded batches.
-- :mod:`~deep.mae.downstream`: RGB-only classification (linear probe, fine-tune),
+- :mod:`~deep.apps.mae.downstream`: RGB-only classification (linear probe, fine-tune),
   segmentation (mIoU) and depth (RMSE, delta < 1.25).
-- :mod:`~deep.mae.pipeline`: the whole experiment (minimax vs average vs from scratch,
-  normalised worst-case scores); :mod:`~deep.mae.figures`: its plots and tables.
+- :mod:`~deep.apps.mae.pipeline`: the whole experiment (minimax vs average vs from scratch,
+  normalised worst-case scores); :mod:`~deep.apps.mae.figures`: its plots and tables.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 For every seed ``s`` and pre-training method (``minimax``: ``softmax(temperature)`` weights
 over the three modality tasks; ``average``: ``uniform()`` weights), a
-:class:`~deep.mae.model.MultiModalMAE` initialised from seed ``s`` (the same initial
+:class:`~deep.apps.mae.model.MultiModalMAE` initialised from seed ``s`` (the same initial
 weights for both methods) is pre-trained with ``deep.pretrain`` on the same batches and
 masks; then its RGB encoder is evaluated on four downstream tasks from RGB only:
 ``cls_linear`` (linear-probe accuracy), ``cls_finetune`` (fine-tuned accuracy),
@@ -19,7 +19,7 @@ averaged over seeds, the normalised score is the *relative error reduction*
     score_t = 1 - e_t / ebar_t,
 
 0 for the from-scratch model on average, 1 for a perfect model, negative where
-pre-training hurt. The worst case is ``min_t score_t`` for each seed (``deep.report``).
+pre-training hurt. The worst case is ``min_t score_t`` for each seed (``deep.apps.evaluation``).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ method        tasks and rule                               objective
 ============  ==========================================  =============================
 
 ``L_i`` is the mean MLM cross-entropy over the masked tokens whose word has a tag in POS
-group ``i``. A :class:`~deep.pos_bert.model.PosLossMonitor` records the per-POS training
+group ``i``. A :class:`~deep.apps.pos_bert.model.PosLossMonitor` records the per-POS training
 losses of every method (the ``mlm`` run included), and :func:`heldout_pos_losses` measures
 them on held-out paragraphs with fixed masks.
 """
@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..io import atomic_path
+from deep.io import atomic_path
+
 from .corpus import AUSTEN_EXCERPT_WORDS, cache_dir, load_corpus, truncate_documents
 from .masking import MaskingConfig, MlmBatches
 from .model import (

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-import deep.downstream as downstream
-from deep.downstream import FinetuneConfig, TextExample, TextTask, fine_tune
+import deep.apps.text as downstream
+from deep.apps.text import FinetuneConfig, TextExample, TextTask, fine_tune
 from tests.helpers import tiny_bert_checkpoint
 
 VOCAB = "the a cat dog sat ran on mat big small red green blue gold yes no".split()
@@ -149,7 +149,7 @@ WORDS_PER_NOVEL = 8000  # 48k words of the shipped tagged novels
 
 @pytest.fixture(scope="module")
 def suite_data(tmp_path_factory):
-    from deep.pos_bert.pipeline import DataConfig, prepare_data
+    from deep.apps.pos_bert.pipeline import DataConfig, prepare_data
 
     config = DataConfig(
         words_per_document=WORDS_PER_NOVEL,
@@ -198,7 +198,7 @@ def _softmax_regression(x, y, k, l2):
 
 
 def test_bag_of_words_baseline_learns_the_novel_task_well_above_chance(suite_data):
-    from deep.pos_bert.suite import build_suite
+    from deep.apps.pos_bert.suite import build_suite
 
     (novel,) = build_suite(suite_data.corpus, tasks=("novel",), max_train=2000, max_dev=1000)
     assert novel.num_labels == 6 and len(novel.train) > 1000 and len(novel.dev) > 100
@@ -218,7 +218,7 @@ def test_bag_of_words_baseline_learns_the_novel_task_well_above_chance(suite_dat
 
 
 def test_no_dev_text_of_the_suite_is_a_training_text(suite_data):
-    from deep.pos_bert.suite import build_suite
+    from deep.apps.pos_bert.suite import build_suite
 
     for task in build_suite(suite_data.corpus, max_train=2000, max_dev=1000):
         train = {(e.text_a, e.text_b) for e in task.train}
@@ -233,8 +233,8 @@ def test_profile_recipe_fits_a_training_set_from_a_pretrained_checkpoint(suite_d
     from benchmarks import all_experiments
     from benchmarks.__main__ import _parser
     from benchmarks.experiments.pos_bert import build_config
-    from deep.pos_bert.pipeline import PretrainConfig, pretrain_pos_bert
-    from deep.pos_bert.suite import build_suite
+    from deep.apps.pos_bert.pipeline import PretrainConfig, pretrain_pos_bert
+    from deep.apps.pos_bert.suite import build_suite
 
     args = _parser(all_experiments()).parse_args(
         ["run", "pos-bert", "--quick", "--device", "cpu", "--out", str(tmp_path)]

@@ -8,7 +8,7 @@ regression). Sources:
   ``ValueError`` naming the file and line;
 - Hugging Face ``datasets`` where the user has it (imported lazily, never by default):
   :func:`load_glue_hf`;
-- any task built in code (the POS-BERT built-in suite, ``deep.pos_bert.suite``).
+- any task built in code (the POS-BERT built-in suite, ``deep.apps.pos_bert.suite``).
 
 Metrics (GLUE's official ones; :data:`GLUE_TASKS` gives each task's primary metric):
 
@@ -26,7 +26,7 @@ reads BERT's pooler on ``[CLS]`` (``pooling="cls"``, the GLUE recipe) or the mea
 last hidden states over the attended tokens (``pooling="mean"``). Use ``"mean"`` for an
 encoder pre-trained briefly by masked LM alone (no sentence-level objective trains
 ``[CLS]``): from such tiny checkpoints the ``[CLS]`` head could not fit 64 training examples
-in 60 steps, where the mean-pooled head fits them all (``tests/test_downstream_sanity.py``).
+in 60 steps, where the mean-pooled head fits them all (``tests/test_text_sanity.py``).
 """
 
 from __future__ import annotations
