@@ -44,8 +44,9 @@ from .objective import (
     task_means,
     task_sums,
 )
+from .optim import lr_factor
 from .plotting import plot_history
-from .pretrain import PretrainResult, lr_factor, pretrain
+from .pretrain import PretrainResult, pretrain
 
 __all__ = [
     "IGNORE_INDEX",

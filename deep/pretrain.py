@@ -56,10 +56,10 @@ from .logs import (
     write_json_atomic,
 )
 from .objective import IGNORE_INDEX, EstimateState, LossEstimator, ema, present_weights, task_sums
+from .optim import LrSchedule, adamw, autocast_dtype, check_lr_schedule, lr_factor
 
 __all__ = ["PretrainResult", "lr_factor", "pretrain"]
 
-Schedule = str | Callable[[int], float]
 TaskLoss = Callable[[nn.Module, Any], tuple[torch.Tensor, torch.Tensor]]
 
 _FAULT_IDS, _FAULT_EMPTY, _FAULT_NONFINITE, _FAULT_GRADIENT = 1, 2, 3, 4
@@ -142,72 +142,6 @@ def _real(name: str, value: Any, low: float, allow_low: bool, high: float = math
         upper = "" if math.isinf(high) else f" and <= {high}"
         raise ValueError(f"{name} must be a finite number {bound}{upper}, got {value!r}")
     return value
-
-
-def lr_factor(
-    step: int, *, steps: int, warmup_steps: int, schedule: Schedule, min_lr_ratio: float
-) -> float:
-    """Learning-rate multiplier at (0-based) ``step``.
-
-    Linear warm-up ``(step + 1) / (warmup_steps + 1)`` for ``step < warmup_steps``; then, with
-    ``p = (step - warmup_steps) / (steps - warmup_steps)`` in ``[0, 1)``: ``"cosine"``
-    ``r + (1 - r) (1 + cos(pi p)) / 2``, ``"linear"`` ``1 - (1 - r) p``, ``"constant"`` 1, where
-    ``r = min_lr_ratio``. A callable ``schedule(step)`` replaces all of this.
-    """
-    if callable(schedule):
-        value = schedule(step)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not (math.isfinite(value) and value >= 0)
-        ):
-            raise ValueError(f"schedule({step}) must return a finite number >= 0, got {value!r}")
-        return float(value)
-    if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
-    progress = min(max(progress, 0.0), 1.0)
-    if schedule == "cosine":
-        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return 1.0 - (1.0 - min_lr_ratio) * progress  # linear
-
-
-def _default_optimizer(
-    model: nn.Module,
-    lr: float,
-    weight_decay: float,
-    betas: tuple[float, float],
-    device: torch.device,
-) -> torch.optim.Optimizer:
-    """AdamW with decay on matrices and embeddings only (not biases or norms), as in nanoGPT."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no parameter that requires grad: nothing to train")
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
-    fused = device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
-
-
-def _precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype (``None`` for float32)."""
-    allowed = ("auto", "bf16", "fp32")
-    if precision not in allowed:
-        raise ValueError(f"precision must be one of {allowed}, got {precision!r}")
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
 
 
 # --------------------------------------------------------------------------- state <-> files
@@ -644,7 +578,7 @@ def pretrain(
     weight_decay: float = 0.01,
     betas: tuple[float, float] = (0.9, 0.999),
     warmup_steps: int = 0,
-    schedule: Schedule = "cosine",
+    lr_schedule: LrSchedule = "cosine",
     min_lr_ratio: float = 0.1,
     grad_clip: float | None = 1.0,
     accumulation_steps: int = 1,
@@ -686,7 +620,7 @@ def pretrain(
         optimizer: an optimizer over ``model``'s parameters or ``model -> optimizer``; default
             AdamW (fused on CUDA) with ``lr`` (default ``1e-4``), ``weight_decay`` on matrices
             only, ``betas``. With your own optimizer its learning rates are the peaks.
-        warmup_steps, schedule, min_lr_ratio: see :func:`lr_factor`.
+        warmup_steps, lr_schedule, min_lr_ratio: see :func:`deep.optim.lr_factor`.
         grad_clip: clip the global gradient norm to this (``None``: no clipping).
         accumulation_steps: micro-batches per optimizer step (see the module docstring).
         estimator: loss estimate the rule sees (default :func:`deep.ema` with ``decay=0``).
@@ -728,7 +662,7 @@ def pretrain(
         ignore_index: the task id of items that belong to no task.
         ddp_options: keyword arguments for ``DistributedDataParallel``.
         allow_changes: on resume, the options that may differ from the checkpoint's run
-            (``"lr"``, ``"steps"``, ``"seed"``, ``"schedule"``, ``"warmup_steps"``,
+            (``"lr"``, ``"steps"``, ``"seed"``, ``"lr_schedule"``, ``"warmup_steps"``,
             ``"min_lr_ratio"``, ``"weight_decay"``, ``"betas"``, ``"grad_clip"``,
             ``"precision"``, ``"on_nonfinite"``, ``"ignore_index"``, ``"task_names"``, or
             ``"optimizer"`` for any hyperparameter of the optimizer's parameter groups), or
@@ -759,10 +693,7 @@ def pretrain(
     warmup_steps = _positive_int("warmup_steps", warmup_steps, 0)
     if warmup_steps > steps:
         raise ValueError(f"warmup_steps must be <= steps = {steps}, got {warmup_steps}")
-    if not (callable(schedule) or schedule in ("cosine", "linear", "constant")):
-        raise ValueError(
-            f"schedule must be 'cosine', 'linear', 'constant' or a callable, got {schedule!r}"
-        )
+    lr_schedule = check_lr_schedule(lr_schedule)
     min_lr_ratio = _real("min_lr_ratio", min_lr_ratio, 0.0, True, 1.0)
     if grad_clip is not None:
         grad_clip = _real("grad_clip", grad_clip, 0.0, False)
@@ -813,7 +744,7 @@ def pretrain(
             weight_decay=weight_decay,
             betas=(float(betas[0]), float(betas[1])),
             warmup_steps=warmup_steps,
-            schedule=schedule,
+            schedule=lr_schedule,
             min_lr_ratio=min_lr_ratio,
             grad_clip=grad_clip,
             accumulation_steps=accumulation_steps,
@@ -850,7 +781,7 @@ class _Options:
     weight_decay: float
     betas: tuple[float, float]
     warmup_steps: int
-    schedule: Schedule
+    schedule: LrSchedule
     min_lr_ratio: float
     grad_clip: float | None
     accumulation_steps: int
@@ -904,7 +835,7 @@ _CHANGEABLE: dict[str, str] = {  # pretrain option -> the _RunConfig field it se
     "lr": "base_lrs",
     "weight_decay": "weight_decay",
     "warmup_steps": "warmup_steps",
-    "schedule": "schedule",
+    "lr_schedule": "schedule",
     "min_lr_ratio": "min_lr_ratio",
     "grad_clip": "grad_clip",
     "precision": "precision",
@@ -1054,11 +985,13 @@ def _train(
     )
     check_every, on_nonfinite, names, seed = o.check_every, o.on_nonfinite, list(o.names), o.seed
     device, M = ctx.device, num_tasks
-    autocast_dtype = _precision(o.precision, device)
+    autocast_to = autocast_dtype(o.precision, device)
     raw_model = model.to(device)
     raw_model.train()
     if optimizer is None:
-        opt = _default_optimizer(raw_model, o.peak_lr, o.weight_decay, o.betas, device)
+        opt = adamw(
+            raw_model, lr=o.peak_lr, weight_decay=o.weight_decay, betas=o.betas, device=device
+        )
     elif isinstance(optimizer, torch.optim.Optimizer):
         opt = optimizer
     elif callable(optimizer):
@@ -1087,7 +1020,7 @@ def _train(
         grad_clip=grad_clip,
         accumulation_steps=K,
         world_size=ctx.world_size,
-        precision="bf16" if autocast_dtype is not None else "fp32",
+        precision="bf16" if autocast_to is not None else "fp32",
         seed=seed,
         on_nonfinite=on_nonfinite,
         ignore_index=o.ignore_index,
@@ -1223,9 +1156,9 @@ def _train(
         return path
 
     def autocast() -> Any:
-        if autocast_dtype is None:
+        if autocast_to is None:
             return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=autocast_dtype)
+        return torch.autocast(device.type, dtype=autocast_to)
 
     diagnose = immediate and on_nonfinite == "raise"
     stops = _StopRequest() if checkpoint_dir is not None else None
@@ -1239,7 +1172,7 @@ def _train(
                 step,
                 steps=steps,
                 warmup_steps=warmup_steps,
-                schedule=schedule,
+                lr_schedule=schedule,
                 min_lr_ratio=min_lr_ratio,
             )
             for group, base in zip(opt.param_groups, base_lrs, strict=True):

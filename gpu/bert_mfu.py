@@ -206,7 +206,7 @@ def plain_loop(
     start = time.perf_counter()
     for step in range(steps):
         factor = deep.lr_factor(
-            step, steps=steps, warmup_steps=0, schedule="cosine", min_lr_ratio=0.1
+            step, steps=steps, warmup_steps=0, lr_schedule="cosine", min_lr_ratio=0.1
         )
         for group in optimizer.param_groups:
             group["lr"] = lr * factor

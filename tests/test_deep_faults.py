@@ -107,13 +107,13 @@ def test_a_fault_leaves_earlier_checkpoints_intact(tmp_path: Path, check_every: 
 def test_skip_drops_the_step_and_counts_it() -> None:
     """Skipping step 2 (NaN) of [d0, d0, d1, d2] equals a clean run on [d0, d1, d2]."""
     data = _batches(3)
-    clean = _run(steps=3, batches=data, schedule="constant")
+    clean = _run(steps=3, batches=data, lr_schedule="constant")
     skipped = _run(
         steps=4,
         batches=[data[0], data[0], data[1], data[2]],
         task_loss=_nan_at(2, 1),
         on_nonfinite="skip",
-        schedule="constant",
+        lr_schedule="constant",
     )
     assert skipped.skipped_steps == 1 and skipped.steps == 4
     for a, b in zip(clean.model.parameters(), skipped.model.parameters(), strict=True):
@@ -206,7 +206,7 @@ def test_one_shot_data_running_out_ends_the_run_with_a_warning() -> None:
         ({"lr": float("nan")}, ValueError, "lr must be a finite number > 0"),
         ({"weight_decay": -0.1}, ValueError, "weight_decay must be a finite number >= 0"),
         ({"warmup_steps": 9}, ValueError, "warmup_steps must be <= steps = 4"),
-        ({"schedule": "step"}, ValueError, "schedule must be 'cosine', 'linear', 'constant'"),
+        ({"lr_schedule": "step"}, ValueError, "lr_schedule must be 'cosine', 'linear', 'constant'"),
         (
             {"min_lr_ratio": 2.0},
             ValueError,
@@ -274,7 +274,7 @@ def test_nan_gradient_with_finite_loss_names_step_and_task(
     tmp_path: Path, grad_clip: float | None
 ) -> None:
     """Before: the update wrote NaN weights, a NaN checkpoint, and the error blamed step 4."""
-    clean = _run(steps=2, batches=_poisoned_batches(0)[:2], schedule="constant")
+    clean = _run(steps=2, batches=_poisoned_batches(0)[:2], lr_schedule="constant")
     model = _model()
     with pytest.raises(
         FloatingPointError,
@@ -290,7 +290,7 @@ def test_nan_gradient_with_finite_loss_names_step_and_task(
             rule=mc.weights.softmax(0.5),
             steps=4,
             progress=False,
-            schedule="constant",
+            lr_schedule="constant",
             grad_clip=grad_clip,
             task_names=["nouns", "verbs", "other"],
             checkpoint_dir=tmp_path,
@@ -308,14 +308,14 @@ def test_nan_gradient_with_finite_loss_names_step_and_task(
 def test_skip_drops_a_step_with_a_nan_gradient() -> None:
     """Before: ``skip`` applied the NaN update (the NaN only showed in the next step's loss)."""
     data = _poisoned_batches(0, 3)
-    clean = _run(steps=3, batches=data, schedule="constant", task_loss=_sqrt_at_zero_loss)
+    clean = _run(steps=3, batches=data, lr_schedule="constant", task_loss=_sqrt_at_zero_loss)
     poisoned = dict(data[0], poison=torch.tensor(True))
     skipped = _run(
         steps=4,
         batches=[data[0], poisoned, data[1], data[2]],
         task_loss=_sqrt_at_zero_loss,
         on_nonfinite="skip",
-        schedule="constant",
+        lr_schedule="constant",
     )
     assert skipped.skipped_steps == 1
     for a, b in zip(clean.model.parameters(), skipped.model.parameters(), strict=True):
@@ -338,7 +338,7 @@ def test_nan_gradient_found_late_names_its_step_and_writes_no_checkpoint(
             rule=mc.weights.softmax(0.5),
             steps=4,
             progress=False,
-            schedule="constant",
+            lr_schedule="constant",
             optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=fused),
             check_every=3,
             log_every=3,

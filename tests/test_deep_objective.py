@@ -204,7 +204,7 @@ def test_one_step_is_weighted_gradient_descent(rule: mc.weights.WeightRule) -> N
         rule=rule,
         steps=1,
         optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=eta),
-        schedule="constant",
+        lr_schedule="constant",
         grad_clip=None,
         progress=False,
         log_every=1,

@@ -127,7 +127,7 @@ def test_accumulation_equals_one_big_batch_for_uniform_weights_and_equal_counts(
         "steps": 2,
         "optimizer": _sgd,
         "grad_clip": None,
-        "schedule": "constant",
+        "lr_schedule": "constant",
         "progress": False,
         "log_every": 1,
     }
@@ -141,16 +141,16 @@ def test_accumulation_equals_one_big_batch_for_uniform_weights_and_equal_counts(
 
 def test_lr_factor_schedules() -> None:
     kw: dict[str, Any] = {"steps": 10, "warmup_steps": 4, "min_lr_ratio": 0.1}
-    assert [deep.lr_factor(s, schedule="cosine", **kw) for s in range(4)] == [0.2, 0.4, 0.6, 0.8]
-    assert deep.lr_factor(4, schedule="cosine", **kw) == 1.0
-    assert deep.lr_factor(7, schedule="cosine", **kw) == pytest.approx(
+    assert [deep.lr_factor(s, lr_schedule="cosine", **kw) for s in range(4)] == [0.2, 0.4, 0.6, 0.8]
+    assert deep.lr_factor(4, lr_schedule="cosine", **kw) == 1.0
+    assert deep.lr_factor(7, lr_schedule="cosine", **kw) == pytest.approx(
         0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5))
     )
-    assert deep.lr_factor(7, schedule="linear", **kw) == pytest.approx(1 - 0.9 * 0.5)
-    assert deep.lr_factor(9, schedule="constant", **kw) == 1.0
-    assert deep.lr_factor(3, schedule=lambda s: 0.5**s, **kw) == 0.125
-    with pytest.raises(ValueError, match=r"schedule\(2\) must return a finite number >= 0"):
-        deep.lr_factor(2, schedule=lambda s: -1.0, **kw)
+    assert deep.lr_factor(7, lr_schedule="linear", **kw) == pytest.approx(1 - 0.9 * 0.5)
+    assert deep.lr_factor(9, lr_schedule="constant", **kw) == 1.0
+    assert deep.lr_factor(3, lr_schedule=lambda s: 0.5**s, **kw) == 0.125
+    with pytest.raises(ValueError, match=r"lr_schedule\(2\) must return a finite number >= 0"):
+        deep.lr_factor(2, lr_schedule=lambda s: -1.0, **kw)
     result = deep.pretrain(
         _linear(),
         _linear_data(1),
@@ -160,7 +160,7 @@ def test_lr_factor_schedules() -> None:
         steps=6,
         lr=0.1,
         warmup_steps=2,
-        schedule="linear",
+        lr_schedule="linear",
         min_lr_ratio=0.0,
         log_every=1,
         progress=False,

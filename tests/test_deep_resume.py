@@ -446,7 +446,7 @@ def test_resume_with_changed_options_is_refused_unless_allowed(
     for change, match in [
         ({"lr": 1e-3}, r"lr was \[0\.003, 0\.003\], now \[0\.001, 0\.001\]"),
         ({"seed": 8}, r"seed was 7, now 8"),
-        ({"schedule": "linear"}, r"schedule was 'cosine', now 'linear'"),
+        ({"lr_schedule": "linear"}, r"lr_schedule was 'cosine', now 'linear'"),
         ({"steps": 10}, r"steps was 8, now 10"),
         ({"warmup_steps": 0}, r"warmup_steps was 2, now 0"),
         ({"betas": (0.8, 0.999)}, r"optimizer betas \(parameter group 0\) was \(0\.9, 0\.999\)"),

@@ -123,7 +123,7 @@ def _pretrain(batches: list[Any]) -> Any:
         rule=_rule(),
         steps=STEPS,
         optimizer=_sgd,
-        schedule="constant",
+        lr_schedule="constant",
         warmup_steps=0,
         grad_clip=None,
         accumulation_steps=K,

@@ -106,7 +106,7 @@ def _plain_chunk(
     model.train()
     for step in range(steps):
         factor = deep.lr_factor(
-            step, steps=steps, warmup_steps=0, schedule="cosine", min_lr_ratio=0.1
+            step, steps=steps, warmup_steps=0, lr_schedule="cosine", min_lr_ratio=0.1
         )
         for group in optimizer.param_groups:
             group["lr"] = lr * factor

@@ -300,7 +300,7 @@ def pretrain_pos_bert(
         steps=config.steps,
         lr=config.lr,
         warmup_steps=min(config.warmup_steps, config.steps),
-        schedule=config.schedule,
+        lr_schedule=config.schedule,
         device=config.device,
         precision=config.precision,
         seed=seed,
