@@ -13,7 +13,7 @@ the from-scratch encoder as the normalising baseline (see :mod:`deep.apps.mae.pi
 Time budget: after the data are made, a short timing run measures one pre-training step
 and one fine-tuning step; the number of pre-training steps (the same for every method and
 seed) is then set so that pre-training plus downstream fits ``--budget-s`` (at most
-``--max-steps``). The chosen count and every phase's time are printed and saved.
+``--pretrain-steps``). The chosen count and every phase's time are printed and saved.
 Writes ``OUT/mae_large.json`` (+ PNGs when matplotlib is present) and prints the
 worst-case table last.
 """
@@ -66,7 +66,7 @@ def make_scenes(total: int, size: int, seed: int, workers: int):  # type: ignore
 
 
 def _config(smoke: bool):  # type: ignore[no-untyped-def]
-    from deep.apps.mae.downstream import FinetuneConfig
+    from deep.apps.finetune import IMAGE_FINETUNE
     from deep.apps.mae.pipeline import PipelineConfig
     from deep.apps.mae.scenes import SceneConfig
 
@@ -74,14 +74,14 @@ def _config(smoke: bool):  # type: ignore[no-untyped-def]
         return PipelineConfig(
             scene=SceneConfig(size=16), patch_size=8, dim=16, depth=1, heads=2, decoder_dim=16,
             num_pretrain=64, num_train=32, num_test=32, pretrain_steps=4, batch_size=16,
-            warmup_steps=1, seeds=(0, 1), finetune=FinetuneConfig(steps=2, batch_size=16),
+            warmup_steps=1, seeds=(0, 1), finetune=replace(IMAGE_FINETUNE, steps=2, batch_size=16),
             device="cpu",
         )  # fmt: skip
     return PipelineConfig(
         scene=SceneConfig(size=64), patch_size=8, dim=256, depth=6, heads=8, decoder_dim=128,
         decoder_depth=1, num_pretrain=8192, num_train=2048, num_test=1024, pretrain_steps=1500,
         batch_size=256, lr=1e-3, warmup_steps=100, mask_ratio=0.75, temperature=0.5,
-        seeds=(0, 1, 2), finetune=FinetuneConfig(steps=200, batch_size=128, lr=5e-4),
+        seeds=(0, 1, 2), finetune=replace(IMAGE_FINETUNE, steps=200, batch_size=128, lr=5e-4),
     )  # fmt: skip
 
 
@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=140.0,
                         help="seconds for the timing run + pre-training + downstream "
                              "(default 140; data and imports come on top)")  # fmt: skip
-    parser.add_argument("--max-steps", type=int, default=None, help="cap on pre-training steps")
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=None, help="cap on pre-training steps"
+    )
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     args = parser.parse_args(argv)
     if not args.budget_s > 0:
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = len(cfg.seeds)
     downstream_est = runs * 3 * (3 * cfg.finetune.steps * per_ft * 1.3 + 2.0)
     left = args.budget_s - t_timing - downstream_est
-    cap = args.max_steps or cfg.pretrain_steps
+    cap = args.pretrain_steps or cfg.pretrain_steps
     steps = int(min(cap, max(left, 0.0) / (2 * runs * per_pre)))
     steps = max(steps - steps % 50, 100) if not args.smoke else cap
     cfg = replace(cfg, pretrain_steps=steps, warmup_steps=min(cfg.warmup_steps, steps // 10 or 1))

@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def preset_config(name: str, **overrides: Any) -> Any:
     """The :class:`deep.apps.mae.pipeline.PipelineConfig` of a preset (``demo``, ``quick``, ``full``)."""
-    from deep.apps.mae.downstream import FinetuneConfig
+    from deep.apps.finetune import IMAGE_FINETUNE
     from deep.apps.mae.pipeline import PipelineConfig
     from deep.apps.mae.scenes import SceneConfig
 
@@ -102,7 +102,9 @@ def preset_config(name: str, **overrides: Any) -> Any:
         warmup_steps=max(1, p["pretrain_steps"] // 15),
         temperature=p.get("temperature", 0.5),
         seeds=tuple(p["seeds"]),
-        finetune=FinetuneConfig(steps=p["finetune_steps"], batch_size=min(64, p["num_train"])),
+        finetune=replace(
+            IMAGE_FINETUNE, steps=p["finetune_steps"], batch_size=min(64, p["num_train"])
+        ),
         dense_finetune=p.get("dense_finetune", True),
         device=p.get("device"),
     )
@@ -156,7 +158,7 @@ def _torch_threads(threads: int) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> Report:
-    from deep import report as wc
+    from deep.apps import evaluation as wc
     from deep.apps.mae.figures import plot_losses, plot_reconstructions, raw_metrics_table
     from deep.apps.mae.pipeline import DOWNSTREAM_TASKS, run_pipeline
 
@@ -258,7 +260,7 @@ def run(args: argparse.Namespace) -> Report:
         )
         + f"; {seconds:.0f} s.\n"
     )
-    headline = {f"{m}_{k}": mm[m].mean[k] for m in mm for k in (summary.avg_key, summary.wg_key)}
+    headline = {f"{m}_{k}": mm[m].mean[k] for m in mm for k in (summary.macro_key, summary.wg_key)}
     headline["tasks"] = list(DOWNSTREAM_TASKS)
     return Report(json_path, (png, losses_png, recon_png), md, headline)
 

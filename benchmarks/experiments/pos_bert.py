@@ -149,10 +149,10 @@ def _parallelism(args: argparse.Namespace) -> tuple[int, int | None]:
 
 def build_config(args: argparse.Namespace) -> tuple[str, Any]:
     """The profile's :class:`ExperimentConfig`, with the command line's overrides."""
+    from deep.apps.finetune import FinetuneConfig
     from deep.apps.pos_bert.experiment import ExperimentConfig
     from deep.apps.pos_bert.pipeline import DEFAULT_TASK_SPEC, DataConfig, PretrainConfig
     from deep.apps.pos_bert.suite import SUITE_TASKS
-    from deep.apps.text import FinetuneConfig
 
     name, p = _profile(args)
     data = DataConfig(

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ..common import Experiment, Report, save_figure, write_json
+from ..common import Experiment, Report, write_json
 
 NAME = "task-choice"
 METHODS = ("minimax", "average")
@@ -301,12 +301,10 @@ def _association(families: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _figure(families: dict[str, dict[str, Any]], path: Path) -> Path:
-    import matplotlib
+    from deep.plotting import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    fig = new_figure(figsize=(12, 4.4))
+    axes = fig.subplots(1, 2)
     labels, means, lows, highs, colors = [], [], [], [], []
     for i, (fam, f) in enumerate(families.items()):
         for name, c in f["choices"].items():

@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from ..common import Experiment, Report, save_figure, write_json
+from ..common import Experiment, Report, write_json
 
 NAME = "task-fit"
 SIGMAS = (0.02, 0.05, 0.1, 0.2)
@@ -207,7 +207,7 @@ def mean_pooled(bert: Any, ids: Any, mask: Any, batch_size: int = 128) -> np.nda
 
 def text_probe(bert: Any, task: EncodedTextTask) -> tuple[float, float]:
     """``(dev cross-entropy, dev score)`` of a logistic probe on ``bert``'s pooled states."""
-    from deep.apps.text import compute_metrics
+    from deep.apps.evaluation import compute_metrics
     from deep.diagnostics import linear_probe
 
     xa = mean_pooled(bert, task.train[0], task.train[1])
@@ -790,12 +790,10 @@ def _planted(profile_name: str, log: Any) -> dict[str, Any]:
 
 
 def _figure(settings: dict[str, dict[str, Any]], path: Path) -> Path:
-    import matplotlib
+    from deep.plotting import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(settings), 1, figsize=(10, 3.4 * len(settings)), squeeze=False)
+    fig = new_figure(figsize=(10, 3.4 * len(settings)))
+    axes = fig.subplots(len(settings), 1, squeeze=False)
     for ax, (title, s) in zip(axes[:, 0], settings.items(), strict=True):
         names = s["upstream_names"]
         fits = s["fits"]

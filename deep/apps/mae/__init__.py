@@ -8,15 +8,17 @@
   modalities.
 - :mod:`~deep.apps.mae.tasks`: per-patch reconstruction losses with the modality as task id, the
   ``task_loss`` of :func:`deep.pretrain`, and seeded batches.
-- :mod:`~deep.apps.mae.downstream`: RGB-only classification (linear probe, fine-tune),
-  segmentation (mIoU) and depth (RMSE, delta < 1.25).
+- :mod:`~deep.apps.mae.downstream`: RGB-only classification (features for
+  :func:`deep.diagnostics.linear_probe`; fine-tuning with a
+  :class:`~deep.apps.finetune.FinetuneConfig`), segmentation (mIoU) and depth (RMSE,
+  delta < 1.25).
 - :mod:`~deep.apps.mae.pipeline`: the whole experiment (minimax vs average vs from scratch,
   normalised worst-case scores); :mod:`~deep.apps.mae.figures`: its plots and tables.
 """
 
 from __future__ import annotations
 
-from .downstream import FinetuneConfig, depth_metrics, finetune, linear_probe, mean_iou
+from .downstream import depth_metrics, finetune, mean_iou
 from .masking import random_mask
 from .model import MODALITIES, MAEConfig, MultiModalMAE, Normalisation, RGBBackbone
 from .readers import read_image_folder, read_rgbd_folder
@@ -25,7 +27,6 @@ from .tasks import MAEBatch, SceneBatches, modality_task_loss, per_patch_losses
 
 __all__ = [
     "MODALITIES",
-    "FinetuneConfig",
     "MAEBatch",
     "MAEConfig",
     "MultiModalMAE",
@@ -37,7 +38,6 @@ __all__ = [
     "depth_metrics",
     "finetune",
     "generate_scenes",
-    "linear_probe",
     "mean_iou",
     "modality_task_loss",
     "per_patch_losses",

@@ -36,8 +36,11 @@ import torch
 
 import deep
 import minimax_core as mc
+from deep.diagnostics import linear_probe
 
-from .downstream import FinetuneConfig, extract_features, finetune, linear_probe
+from ..evaluation import accuracy
+from ..finetune import IMAGE_FINETUNE, FinetuneConfig
+from .downstream import extract_features, finetune
 from .masking import random_mask
 from .model import MODALITIES, MAEConfig, MultiModalMAE, Normalisation, unpatchify
 from .scenes import SceneConfig, Scenes, generate_scenes
@@ -87,7 +90,7 @@ class PipelineConfig:
     mask_alpha: float | None = 1.0
     temperature: float = 0.5
     seeds: tuple[int, ...] = (0, 1, 2)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    finetune: FinetuneConfig = IMAGE_FINETUNE
     dense_finetune: bool = True
     dense_probe_steps: int = 300
     probe_l2: float = 1e-3
@@ -275,13 +278,17 @@ def _downstream(
     fa = extract_features(backbone, cls.train_rgb)
     fb = extract_features(backbone, cls.test_rgb)
     out = {
-        "cls_linear_acc": linear_probe(
-            fa,
-            torch.as_tensor(cls.train_label),
-            fb,
-            torch.as_tensor(cls.test_label),
-            n_labels,
-            l2=cfg.probe_l2,
+        "cls_linear_acc": accuracy(
+            linear_probe(
+                fa,
+                cls.train_label,
+                fb,
+                cls.test_label,
+                num_labels=n_labels,
+                l2=cfg.probe_l2,
+                steps=200,
+            ).predictions,
+            cls.test_label,
         )
     }
     ft = cfg.finetune

@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..evaluation import WorstCaseReport, summarize
-from ..text import FinetuneConfig, TextTask, fine_tune, read_glue_task
+from ..finetune import FinetuneConfig
+from ..text import TextTask, finetune, read_glue_task
 from .pipeline import (
     METHODS,
     DataConfig,
@@ -151,7 +152,7 @@ def _finetune_job(checkpoint: str, task_index: int, config: FinetuneConfig, seed
         cache.clear()
         cache[checkpoint] = PreTrainedTokenizerFast.from_pretrained(checkpoint)
     task = _STATE["tasks"][task_index]
-    return fine_tune(checkpoint, cache[checkpoint], task, config=config, seed=seed)
+    return finetune(checkpoint, cache[checkpoint], task, config=config, seed=seed)
 
 
 class _Runner:
