@@ -99,7 +99,7 @@ def depth_metrics(pred: Tensor, target: Tensor) -> dict[str, float]:
     }
 
 
-# --- features -----------------------------------------------------------------------
+# --- features ----------------------------------------------------------------------------
 def _pool(tokens: Tensor) -> Tensor:
     """``[global token, mean of patch tokens]``: ``(B, 1+P, D) -> (B, 2D)``."""
     return torch.cat([tokens[:, 0], tokens[:, 1:].mean(dim=1)], dim=1)
