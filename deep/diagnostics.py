@@ -48,9 +48,10 @@ Validity: ``U`` and ``y`` must be finite, ``U`` two-dimensional with ``T >= M + 
 downstream loss functions at a list of parameter points: ``deep.pretrain`` checkpoints
 (a ``step_XXXXXXXX`` folder, or a checkpoint root, which stands for all its checkpoints,
 oldest first), Hugging Face model folders (``save_pretrained``; loaded with
-``hf_class.from_pretrained``) or models in memory. :func:`linear_probe_loss` is the usual
-downstream loss at a parameter point: the held-out loss of the best linear head on the
-frozen features there.
+``hf_class.from_pretrained``) or models in memory. :func:`linear_probe`'s ``loss`` is the
+usual downstream loss at a parameter point: the held-out loss of the best linear head on the
+frozen features there; its ``predictions`` give the probe's score (e.g. the accuracy of a
+linear probe, as the MAE experiment reports it).
 """
 
 from __future__ import annotations
@@ -75,7 +76,6 @@ __all__ = [
     "collect_losses",
     "fit_convex_combination",
     "linear_probe",
-    "linear_probe_loss",
 ]
 
 
@@ -308,23 +308,6 @@ class ProbeResult(NamedTuple):
     predictions: np.ndarray
 
 
-def linear_probe_loss(
-    train_x: Any,
-    train_y: Any,
-    dev_x: Any,
-    dev_y: Any,
-    *,
-    num_labels: int,
-    l2: float = 1e-3,
-    max_iter: int = 100,
-) -> float:
-    """Held-out loss of the best linear head on frozen features: :func:`linear_probe`'s
-    ``loss``."""
-    return linear_probe(
-        train_x, train_y, dev_x, dev_y, num_labels=num_labels, l2=l2, max_iter=max_iter
-    ).loss
-
-
 def linear_probe(
     train_x: Any,
     train_y: Any,
@@ -333,15 +316,17 @@ def linear_probe(
     *,
     num_labels: int,
     l2: float = 1e-3,
-    max_iter: int = 100,
+    steps: int = 100,
 ) -> ProbeResult:
     """The best linear head on frozen features, scored on dev rows (a loss of the features).
 
-    Features are standardised with the training statistics. ``num_labels >= 2``: multinomial
-    logistic regression minimising ``mean CE + l2 ||W||^2`` by L-BFGS (float64, from zero:
-    deterministic); the loss is the mean dev cross-entropy (nats). ``num_labels == 1``: ridge
-    regression ``min mean (x'w + b - y)^2 + l2 ||w||^2`` in closed form; the loss is the dev
-    mean squared error.
+    Features (arrays or CPU tensors) are cast to float64 and standardised with the training
+    statistics. ``num_labels >= 2``: multinomial logistic regression minimising
+    ``mean CE + l2 ||W||^2`` by L-BFGS (at most ``steps`` iterations, from zero:
+    deterministic); the loss is the mean dev cross-entropy (nats), the predictions the
+    arg-max classes (their accuracy: :func:`deep.apps.evaluation.accuracy`).
+    ``num_labels == 1``: ridge regression ``min mean (x'w + b - y)^2 + l2 ||w||^2`` in closed
+    form; the loss is the dev mean squared error.
     """
     xa = torch.as_tensor(np.asarray(train_x), dtype=torch.float64)
     xb = torch.as_tensor(np.asarray(dev_x), dtype=torch.float64)
@@ -358,6 +343,8 @@ def linear_probe(
         raise ValueError(f"num_labels must be an integer >= 1, got {num_labels!r}")
     if not (math.isfinite(l2) and l2 >= 0):
         raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     mean, std = xa.mean(0), xa.std(0).clamp_min(1e-6)
     a, b = (xa - mean) / std, (xb - mean) / std
     if num_labels == 1:
@@ -372,7 +359,7 @@ def linear_probe(
         raise ValueError(f"labels must be class indices in [0, {num_labels})")
     w = torch.zeros(a.shape[1], num_labels, dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(num_labels, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS([w, bias], max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()

@@ -8,12 +8,12 @@
 (``softmax(0.5)``) vs average (``uniform()``) pre-training over the three modality tasks
 with ``deep.pretrain`` (bf16 autocast on CUDA), 3 seeds; then, from RGB only, a linear
 probe and fine-tuning for classification and fine-tuning for segmentation and depth, with
-the from-scratch encoder as the normalising baseline (see :mod:`deep.mae.pipeline`).
+the from-scratch encoder as the normalising baseline (see :mod:`deep.apps.mae.pipeline`).
 
 Time budget: after the data are made, a short timing run measures one pre-training step
 and one fine-tuning step; the number of pre-training steps (the same for every method and
 seed) is then set so that pre-training plus downstream fits ``--budget-s`` (at most
-``--max-steps``). The chosen count and every phase's time are printed and saved.
+``--pretrain-steps``). The chosen count and every phase's time are printed and saved.
 Writes ``OUT/mae_large.json`` (+ PNGs when matplotlib is present) and prints the
 worst-case table last.
 """
@@ -34,7 +34,7 @@ T0 = time.perf_counter()
 
 
 def _chunk(args: tuple[int, int, int]) -> tuple[np.ndarray, ...]:
-    from deep.mae.scenes import SceneConfig, generate_scenes
+    from deep.apps.mae.scenes import SceneConfig, generate_scenes
 
     n, size, seed = args
     s = generate_scenes(n, SceneConfig(size=size), seed=seed)
@@ -44,7 +44,7 @@ def _chunk(args: tuple[int, int, int]) -> tuple[np.ndarray, ...]:
 def make_scenes(total: int, size: int, seed: int, workers: int):  # type: ignore[no-untyped-def]
     """Procedural scenes made in parallel: chunk ``j`` of 1024 scenes uses seed
     ``seed + j`` (deterministic for a given total, whatever the worker count)."""
-    from deep.mae.scenes import OBJECT_CLASSES, SEGMENT_CLASSES, SceneConfig, Scenes
+    from deep.apps.mae.scenes import OBJECT_CLASSES, SEGMENT_CLASSES, SceneConfig, Scenes
 
     sizes = [min(1024, total - i) for i in range(0, total, 1024)]
     jobs = [(n, size, seed + j) for j, n in enumerate(sizes)]
@@ -66,22 +66,22 @@ def make_scenes(total: int, size: int, seed: int, workers: int):  # type: ignore
 
 
 def _config(smoke: bool):  # type: ignore[no-untyped-def]
-    from deep.mae.downstream import FinetuneConfig
-    from deep.mae.pipeline import PipelineConfig
-    from deep.mae.scenes import SceneConfig
+    from deep.apps.finetune import IMAGE_FINETUNE
+    from deep.apps.mae.pipeline import PipelineConfig
+    from deep.apps.mae.scenes import SceneConfig
 
     if smoke:
         return PipelineConfig(
             scene=SceneConfig(size=16), patch_size=8, dim=16, depth=1, heads=2, decoder_dim=16,
             num_pretrain=64, num_train=32, num_test=32, pretrain_steps=4, batch_size=16,
-            warmup_steps=1, seeds=(0, 1), finetune=FinetuneConfig(steps=2, batch_size=16),
+            warmup_steps=1, seeds=(0, 1), finetune=replace(IMAGE_FINETUNE, steps=2, batch_size=16),
             device="cpu",
         )  # fmt: skip
     return PipelineConfig(
         scene=SceneConfig(size=64), patch_size=8, dim=256, depth=6, heads=8, decoder_dim=128,
         decoder_depth=1, num_pretrain=8192, num_train=2048, num_test=1024, pretrain_steps=1500,
         batch_size=256, lr=1e-3, warmup_steps=100, mask_ratio=0.75, temperature=0.5,
-        seeds=(0, 1, 2), finetune=FinetuneConfig(steps=200, batch_size=128, lr=5e-4),
+        seeds=(0, 1, 2), finetune=replace(IMAGE_FINETUNE, steps=200, batch_size=128, lr=5e-4),
     )  # fmt: skip
 
 
@@ -91,9 +91,9 @@ def _time_steps(cfg, scenes, device) -> tuple[float, float]:  # type: ignore[no-
 
     import deep
     import minimax_core as mc
-    from deep.mae.downstream import finetune
-    from deep.mae.model import MultiModalMAE, Normalisation
-    from deep.mae.tasks import SceneBatches, modality_task_loss
+    from deep.apps.mae.downstream import finetune
+    from deep.apps.mae.model import MultiModalMAE, Normalisation
+    from deep.apps.mae.tasks import SceneBatches, modality_task_loss
 
     norm = Normalisation.from_data(scenes.rgb[:512], scenes.depth[:512])
     model = MultiModalMAE(cfg.model_config(scenes.num_classes, norm))
@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=140.0,
                         help="seconds for the timing run + pre-training + downstream "
                              "(default 140; data and imports come on top)")  # fmt: skip
-    parser.add_argument("--max-steps", type=int, default=None, help="cap on pre-training steps")
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=None, help="cap on pre-training steps"
+    )
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     args = parser.parse_args(argv)
     if not args.budget_s > 0:
@@ -151,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    import deep.report as wc
+    import deep.apps.evaluation as wc
     from benchmarks.common import write_json
-    from deep.mae.pipeline import DOWNSTREAM_TASKS, run_pipeline
+    from deep.apps.mae.pipeline import DOWNSTREAM_TASKS, run_pipeline
 
     torch.set_float32_matmul_precision("high")
     cfg = _config(args.smoke)
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = len(cfg.seeds)
     downstream_est = runs * 3 * (3 * cfg.finetune.steps * per_ft * 1.3 + 2.0)
     left = args.budget_s - t_timing - downstream_est
-    cap = args.max_steps or cfg.pretrain_steps
+    cap = args.pretrain_steps or cfg.pretrain_steps
     steps = int(min(cap, max(left, 0.0) / (2 * runs * per_pre)))
     steps = max(steps - steps % 50, 100) if not args.smoke else cap
     cfg = replace(cfg, pretrain_steps=steps, warmup_steps=min(cfg.warmup_steps, steps // 10 or 1))
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import matplotlib  # noqa: F401
 
-        from deep.mae.figures import plot_losses, plot_reconstructions
+        from deep.apps.mae.figures import plot_losses, plot_reconstructions
 
         pngs.append(str(wc.plot_report(summary, args.out / "mae_large.png",
                                        title="MAE (GPU): error reduction vs from scratch")))  # fmt: skip
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         pngs.append(str(plot_reconstructions(result, args.out / "mae_large_recon.png")))
     except ImportError as err:
         print(f"no figures ({err})", flush=True)
-    from deep.mae.figures import raw_metrics_table
+    from deep.apps.mae.figures import raw_metrics_table
 
     device_name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
     write_json(

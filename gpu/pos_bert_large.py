@@ -15,7 +15,7 @@ batch 32, lr 1e-4: the usual BERT recipe) with a mean-pooled classifier (``--poo
 for BERT's pooler on ``[CLS]``, which masked-LM pre-training never trains).
 The number of pre-training steps (the same for every run) is set from a timed calibration
 so that the whole script stays within ``--budget-s`` (190 s by default), capped by
-``--max-steps``. Writes ``OUT/pos_bert_large.json`` (+ PNGs when matplotlib is present).
+``--pretrain-steps``. Writes ``OUT/pos_bert_large.json`` (+ PNGs when matplotlib is present).
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", default=None, help="BERT size (default small; smoke tiny)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per method (3)")
     parser.add_argument("--batch-size", type=int, default=None, help="sequences per step (128)")
-    parser.add_argument("--max-steps", type=int, default=None, help="cap on pre-training steps")
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=None, help="cap on pre-training steps"
+    )
     parser.add_argument("--budget-s", type=float, default=190.0, help="wall-clock target")
     parser.add_argument(
         "--min-steps",
@@ -85,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_bundle(args: argparse.Namespace) -> Path:
     _import_deep()
-    from deep.pos_bert.pipeline import DataConfig, prepare_data, save_bundle
+    from deep.apps.pos_bert.pipeline import DataConfig, prepare_data, save_bundle
 
     data = prepare_data(DataConfig(corpus=args.corpus, vocab_size=8000, max_len=128))
     folder = save_bundle(data, args.bundle)
@@ -99,15 +101,15 @@ def build_bundle(args: argparse.Namespace) -> Path:
 
 def _plan(args: argparse.Namespace) -> dict[str, Any]:
     if args.smoke:
-        plan = dict(size="tiny", seeds=2, batch_size=8, max_steps=6, suite=("acceptability",),
+        plan = dict(size="tiny", seeds=2, batch_size=8, pretrain_steps=6, suite=("acceptability",),
                     max_train=24, max_dev=16, ft_epochs=1.0, ft_lr=1e-3, ft_batch=8, lr=1e-3,
                     device="cpu", workers=1)  # fmt: skip
     else:
-        plan = dict(size="small", seeds=3, batch_size=128, max_steps=3000,
+        plan = dict(size="small", seeds=3, batch_size=128, pretrain_steps=3000,
                     suite=("acceptability", "novel", "consecutive", "word-class"),
                     max_train=2000, max_dev=1000, ft_epochs=3.0, ft_lr=1e-4, ft_batch=32,
                     lr=5e-4, device=None, workers=1)  # fmt: skip
-    for key in ("size", "seeds", "batch_size", "max_steps"):
+    for key in ("size", "seeds", "batch_size", "pretrain_steps"):
         if getattr(args, key) is not None:
             plan[key] = getattr(args, key)
     return plan
@@ -128,8 +130,8 @@ def _calibrate(data: Any, plan: dict[str, Any], config: Any, tasks: Any) -> Cali
     import dataclasses
     import tempfile
 
-    from deep.downstream import fine_tune
-    from deep.pos_bert.pipeline import pretrain_pos_bert
+    from deep.apps.pos_bert.pipeline import pretrain_pos_bert
+    from deep.apps.text import finetune
 
     short, long = (2, 5) if plan["device"] == "cpu" else (5, 35)
 
@@ -146,7 +148,7 @@ def _calibrate(data: Any, plan: dict[str, Any], config: Any, tasks: Any) -> Cali
         per_step = max(t_long - t_short, 1e-6) / (long - short)
         per_run = max(t_short - short * per_step, 0.0)
         t0 = time.perf_counter()
-        fine_tune(out.checkpoint, data.hf_tokenizer(), tasks[0], config=config.finetune, seed=0)
+        finetune(out.checkpoint, data.hf_tokenizer(), tasks[0], config=config.finetune, seed=0)
         per_finetune = time.perf_counter() - t0
     return Calibration(per_step, per_run, per_finetune)
 
@@ -162,15 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from benchmarks.common import write_json
-    from deep.downstream import FinetuneConfig
-    from deep.pos_bert.experiment import (
+    from deep.apps.evaluation import markdown_table
+    from deep.apps.finetune import FinetuneConfig
+    from deep.apps.pos_bert.experiment import (
         ExperimentConfig,
         downstream_tasks,
         pretraining_markdown,
         run_experiment,
     )
-    from deep.pos_bert.pipeline import DataConfig, PretrainConfig, load_bundle
-    from deep.report import markdown_table
+    from deep.apps.pos_bert.pipeline import DataConfig, PretrainConfig, load_bundle
 
     plan = _plan(args)
     if plan["device"] is None and not torch.cuda.is_available():
@@ -181,10 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     data = load_bundle(args.bundle, max_len=128 if not args.smoke else 32)
     pretrain = PretrainConfig(
         size=plan["size"],
-        steps=plan["max_steps"],
+        steps=plan["pretrain_steps"],
         batch_size=plan["batch_size"],
         lr=plan["lr"],
-        warmup_steps=max(1, plan["max_steps"] // 10),
+        warmup_steps=max(1, plan["pretrain_steps"] // 10),
         temperature=args.temperature,
         log_every=10 if not args.smoke else 1,
         device=plan["device"],
@@ -213,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - START
     finetune_total = cal.per_finetune * runs * len(tasks) * 1.1
     room = args.budget_s - elapsed - finetune_total - runs * cal.per_run - 8.0  # 8 s: plots, JSON
-    steps = int(min(plan["max_steps"], room / (runs * cal.per_step * 1.1)))
-    min_steps = min(args.min_steps, plan["max_steps"])
+    steps = int(min(plan["pretrain_steps"], room / (runs * cal.per_step * 1.1)))
+    min_steps = min(args.min_steps, plan["pretrain_steps"])
     if steps < min_steps:
         # fine-tuning (per seed, method and task) took the budget: say so rather than
         # pre-train for a handful of steps (seen on an H200 with 3 seeds and 190 s)
@@ -249,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "pos_bert_large.json", payload)
     try:
-        from deep.pos_bert.experiment import pretraining_figure
-        from deep.report import plot_report
+        from deep.apps.evaluation import plot_report
+        from deep.apps.pos_bert.experiment import pretraining_figure
 
         plot_report(result.report, out / "pos_bert_large.png", title="POS-Mask BERT (GPU)")
         pretraining_figure(result.payload, out / "pos_bert_large-pretraining.png")

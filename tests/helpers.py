@@ -73,9 +73,9 @@ def tiny_bert_checkpoint(
     """``(path, tokenizer, model)``: a randomly initialised tiny BERT MLM saved in ``folder``
     like the pre-training saves it, with a 100-piece WordPiece tokenizer trained on
     ``num_sentences`` random six-word sentences drawn from ``words`` (needs the [deep] extra)."""
-    from deep.pos_bert.model import bert_config, make_mlm_model, save_pretrained_atomic
-    from deep.pos_bert.tagging import Sentence, TaggedCorpus
-    from deep.pos_bert.tokenizer import hf_tokenizer, train_wordpiece
+    from deep.apps.pos_bert.model import bert_config, make_mlm_model, save_pretrained_atomic
+    from deep.apps.pos_bert.tagging import Sentence, TaggedCorpus
+    from deep.apps.pos_bert.tokenizer import hf_tokenizer, train_wordpiece
 
     rng = np.random.default_rng(0)
     sentences = tuple(

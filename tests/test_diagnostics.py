@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 from deep.diagnostics import (  # noqa: E402
     collect_losses,
     fit_convex_combination,
-    linear_probe_loss,
+    linear_probe,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -195,21 +195,21 @@ def test_predict_checks_shape() -> None:
 # ----------------------------------------------------------------------------- probes
 
 
-def test_linear_probe_loss_separable_vs_random() -> None:
+def test_linear_probe_separable_vs_random() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 6))
     y = (x[:, 0] > 0).astype(int)
-    good = linear_probe_loss(x[:300], y[:300], x[300:], y[300:], num_labels=2)
+    good = linear_probe(x[:300], y[:300], x[300:], y[300:], num_labels=2).loss
     noise = rng.integers(0, 2, size=400)
-    bad = linear_probe_loss(x[:300], noise[:300], x[300:], noise[300:], num_labels=2)
+    bad = linear_probe(x[:300], noise[:300], x[300:], noise[300:], num_labels=2).loss
     assert good < 0.25 < np.log(2) - 0.1 < bad
     target = x @ np.arange(6.0)
-    mse = linear_probe_loss(x[:300], target[:300], x[300:], target[300:], num_labels=1)
+    mse = linear_probe(x[:300], target[:300], x[300:], target[300:], num_labels=1).loss
     assert mse < 1e-2
     with pytest.raises(ValueError, match="class indices"):
-        linear_probe_loss(x, y + 1, x, y, num_labels=2)
+        linear_probe(x, y + 1, x, y, num_labels=2)
     with pytest.raises(ValueError, match="one width"):
-        linear_probe_loss(x, y, x[:, :3], y, num_labels=2)
+        linear_probe(x, y, x[:, :3], y, num_labels=2)
 
 
 # ----------------------------------------------------------------------------- collecting

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import deep
-from deep.mae.masking import modality_counts, num_visible, random_mask
-from deep.mae.model import (
+from deep.apps.mae.masking import modality_counts, num_visible, random_mask
+from deep.apps.mae.model import (
     MODALITIES,
     MAEConfig,
     MAEOutput,
@@ -22,8 +22,8 @@ from deep.mae.model import (
     patchify,
     unpatchify,
 )
-from deep.mae.scenes import SceneConfig, generate_scenes
-from deep.mae.tasks import MAEBatch, SceneBatches, modality_task_loss, per_patch_losses
+from deep.apps.mae.scenes import SceneConfig, generate_scenes
+from deep.apps.mae.tasks import MAEBatch, SceneBatches, modality_task_loss, per_patch_losses
 
 SIZE, PATCH = 16, 4
 P = (SIZE // PATCH) ** 2
@@ -326,7 +326,7 @@ def test_scene_batches_are_reproducible(scenes):
 def test_pretrain_lowers_every_modality_loss(scenes, rule):
     """A short ``deep.pretrain`` run lowers each modality's held-out loss."""
     import minimax_core as mc
-    from deep.mae.pipeline import heldout_losses
+    from deep.apps.mae.pipeline import heldout_losses
 
     model = _model(seed=1).train()
     held = _batch(scenes, random_mask(24, 3 * P, 0.75, np.random.default_rng(9)))

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from deep.mae.downstream import FinetuneConfig
-from deep.mae.pipeline import DOWNSTREAM_TASKS, PipelineConfig, run_pipeline, split_scenes
-from deep.mae.scenes import SceneConfig, generate_scenes
+from deep.apps.finetune import IMAGE_FINETUNE
+from deep.apps.mae.pipeline import DOWNSTREAM_TASKS, PipelineConfig, run_pipeline, split_scenes
+from deep.apps.mae.scenes import SceneConfig, generate_scenes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ def _tiny_config(**kw) -> PipelineConfig:
     base = dict(
         scene=SceneConfig(size=16), patch_size=8, dim=16, depth=1, heads=2, decoder_dim=16,
         num_pretrain=48, num_train=24, num_test=24, pretrain_steps=3, batch_size=16,
-        warmup_steps=1, seeds=(0, 1), finetune=FinetuneConfig(steps=2, batch_size=12),
+        warmup_steps=1, seeds=(0, 1), finetune=replace(IMAGE_FINETUNE, steps=2, batch_size=12),
         device="cpu",
     )  # fmt: skip
     base.update(kw)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deep.mae.readers import read_image_folder, read_rgbd_folder
+from deep.apps.mae.readers import read_image_folder, read_rgbd_folder
 
 
 def _png(path, array, mode=None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deep.mae.scenes import (
+from deep.apps.mae.scenes import (
     OBJECT_CLASSES,
     SEGMENT_CLASSES,
     SceneConfig,

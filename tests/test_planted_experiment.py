@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from deep.planted.experiment import METHODS, PlantedConfig, derive_seeds, mean_ci, method_rule
-from deep.planted.language import build_grammar, default_spec
+from deep.apps.planted.experiment import METHODS, PlantedConfig, derive_seeds, mean_ci, method_rule
+from deep.apps.planted.language import build_grammar, default_spec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -144,7 +144,7 @@ def _synthetic_runs(shift: float, seeds: int = 8) -> list[dict]:
 def test_paired_statistics_detect_a_planted_difference_and_not_a_null_one():
     """Positive control: a worst-task gain of 0.1 under seed noise 0.3 (shared by the pair)
     is found (CI below 0); negative control: with no planted difference the CI holds 0."""
-    from deep.planted.experiment import summarize
+    from deep.apps.planted.experiment import summarize
 
     found = summarize(_synthetic_runs(0.1), ["a", "b"])
     (row,) = found["paired"]

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from deep.planted.language import (
+from deep.apps.planted.language import (
     BODY_START,
     NO_CATEGORY,
     Category,

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from deep.planted.language import (
+from deep.apps.planted.language import (
     MASK_ID,
     build_grammar,
     default_spec,
     dirichlet_mixtures,
     sample_sequences,
 )
-from deep.planted.model import (
+from deep.apps.planted.model import (
     PlantedBatches,
     category_losses,
     make_model,

@@ -11,8 +11,8 @@ import zlib
 import numpy as np
 import pytest
 
-from deep.pos_bert import corpus as corpus_mod
-from deep.pos_bert.corpus import (
+from deep.apps.pos_bert import corpus as corpus_mod
+from deep.apps.pos_bert.corpus import (
     AUSTEN_NOVELS,
     Document,
     corpus_fingerprint,
@@ -23,7 +23,7 @@ from deep.pos_bert.corpus import (
     load_text_files,
     paragraphs_from_lines,
 )
-from deep.pos_bert.tagging import (
+from deep.apps.pos_bert.tagging import (
     UPOS_TAGS,
     Sentence,
     TaggedCorpus,
@@ -34,7 +34,7 @@ from deep.pos_bert.tagging import (
     tag_documents,
     write_tagged_text,
 )
-from deep.pos_bert.tokenizer import (
+from deep.apps.pos_bert.tokenizer import (
     NO_TAG,
     SPECIAL_TOKENS,
     build_tokenizer,

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from deep.pos_bert.masking import MASK_ID, NUM_SPECIAL, MaskingConfig, MlmBatches, mask_tokens
-from deep.pos_bert.model import (
+from deep.apps.pos_bert.masking import MASK_ID, NUM_SPECIAL, MaskingConfig, MlmBatches, mask_tokens
+from deep.apps.pos_bert.model import (
     MaskedPositionsMLM,
     PosLossMonitor,
     bert_config,
     make_mlm_model,
     mlm_task_loss,
 )
-from deep.pos_bert.tagging import UPOS_TAGS
-from deep.pos_bert.tasks import DEFAULT_TASKS, parse_tasks, single_task
-from deep.pos_bert.tokenizer import EncodedCorpus
+from deep.apps.pos_bert.tagging import UPOS_TAGS
+from deep.apps.pos_bert.tasks import DEFAULT_TASKS, parse_tasks, single_task
+from deep.apps.pos_bert.tokenizer import EncodedCorpus
 
 VOCAB = 50
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deep.downstream import FinetuneConfig
-from deep.pos_bert.experiment import (
+from deep.apps.finetune import FinetuneConfig
+from deep.apps.pos_bert.experiment import (
     ExperimentConfig,
     pretraining_figure,
     pretraining_markdown,
     run_experiment,
 )
-from deep.pos_bert.pipeline import (
+from deep.apps.pos_bert.pipeline import (
     DataConfig,
     PretrainConfig,
     load_bundle,
@@ -28,8 +28,8 @@ from deep.pos_bert.pipeline import (
     pretrain_pos_bert,
     save_bundle,
 )
-from deep.pos_bert.suite import build_suite, is_heldout
-from deep.pos_bert.tagging import UPOS_TAGS
+from deep.apps.pos_bert.suite import build_suite, is_heldout
+from deep.apps.pos_bert.tagging import UPOS_TAGS
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = 1500  # per novel: 9k words of the shipped tagged novels
@@ -180,7 +180,7 @@ def _tiny_experiment(**overrides):
     base = ExperimentConfig(
         data=DATA,
         pretrain=PretrainConfig(steps=3, batch_size=8, warmup_steps=1, log_every=1, device="cpu"),
-        finetune=FinetuneConfig(max_steps=2, batch_size=8, max_len=64, device="cpu"),
+        finetune=FinetuneConfig(steps=2, batch_size=8, max_len=64, device="cpu"),
         seeds=(0, 1),
         suite_tasks=("acceptability", "novel"),
         max_train=16,
@@ -195,7 +195,7 @@ def test_experiment_payload_report_and_figure(data, tmp_path):
     assert set(p["downstream"]["scores"]) == {"minimax", "average", "mlm"}
     assert all(len(v) == 2 for m in p["downstream"]["scores"].values() for v in m.values())
     mean = p["report"]["methods"]["minimax"]["mean"]
-    assert set(mean) == {"mcc_task:acceptability", "acc_task:novel", "score_avg", "score_wg"}
+    assert set(mean) == {"mcc_task:acceptability", "acc_task:novel", "score_macro", "score_wg"}
     summary = p["pretraining_summary"]["minimax"]
     assert summary["gap_mean"] >= 0 and summary["worst_pos"] in (*UPOS_TAGS, "OTHER")
     from benchmarks.common import write_json

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_granularities_cover_every_tag_and_nest() -> None:
-    from deep.pos_bert.tagging import UPOS_TAGS
-    from deep.pos_bert.tasks import GRANULARITIES
+    from deep.apps.pos_bert.tagging import UPOS_TAGS
+    from deep.apps.pos_bert.tasks import GRANULARITIES
 
     sizes = {name: t.num_tasks for name, t in GRANULARITIES.items()}
     assert sizes == {"coarse": 3, "default": 9, "upos": 17}
@@ -26,8 +26,8 @@ def test_granularities_cover_every_tag_and_nest() -> None:
 
 
 def test_combine_is_the_token_weighted_mean() -> None:
-    from deep.pos_bert.tagging import UPOS_TAGS
-    from deep.pos_bert.tasks import GRANULARITIES, parse_tasks
+    from deep.apps.pos_bert.tagging import UPOS_TAGS
+    from deep.apps.pos_bert.tasks import GRANULARITIES, parse_tasks
 
     rng = np.random.default_rng(0)
     losses = rng.uniform(2, 8, size=17)
@@ -57,10 +57,10 @@ def test_combine_is_the_token_weighted_mean() -> None:
 
 
 def test_modality_subset_batches_and_loss() -> None:
-    from deep.mae.masking import num_visible
-    from deep.mae.model import MAEConfig, MultiModalMAE
-    from deep.mae.scenes import SceneConfig, generate_scenes
-    from deep.mae.tasks import SceneBatches, subset_task_loss
+    from deep.apps.mae.masking import num_visible
+    from deep.apps.mae.model import MAEConfig, MultiModalMAE
+    from deep.apps.mae.scenes import SceneConfig, generate_scenes
+    from deep.apps.mae.tasks import SceneBatches, subset_task_loss
 
     scenes = generate_scenes(8, SceneConfig(size=16), seed=0)
     batches = SceneBatches(scenes, 4, 0.75, 8, seed=0, modalities=("semantic", "rgb"))
@@ -125,8 +125,8 @@ def test_paired_interval() -> None:
 @pytest.mark.slow
 def test_text_probe_on_glue_format_files(tmp_path) -> None:
     from benchmarks.experiments.task_fit import encode_text_task, text_probe
-    from deep.downstream import read_glue_task
-    from deep.pos_bert.model import MaskedPositionsMLM
+    from deep.apps.pos_bert.model import MaskedPositionsMLM
+    from deep.apps.text import read_glue_task
     from tests.helpers import tiny_bert_checkpoint
 
     words = ["the", "cat", "sat", "on", "mat", "dog", "ran"]

@@ -6,7 +6,7 @@ classification (linear probe, fine-tune), segmentation (mIoU) and depth (RMSE, Î
 writes ``mae.json`` (every number), ``mae.png`` (normalised downstream scores with the
 worst task), ``mae_losses.png`` (per-modality pre-training losses over steps for both
 methods) and ``mae_recon.png`` (reconstructions per modality). See
-:mod:`deep.mae.pipeline` for the protocol and the normalisation.
+:mod:`deep.apps.mae.pipeline` for the protocol and the normalisation.
 """
 
 from __future__ import annotations
@@ -78,10 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def preset_config(name: str, **overrides: Any) -> Any:
-    """The :class:`deep.mae.pipeline.PipelineConfig` of a preset (``demo``, ``quick``, ``full``)."""
-    from deep.mae.downstream import FinetuneConfig
-    from deep.mae.pipeline import PipelineConfig
-    from deep.mae.scenes import SceneConfig
+    """The :class:`deep.apps.mae.pipeline.PipelineConfig` of a preset (``demo``, ``quick``, ``full``)."""
+    from deep.apps.finetune import IMAGE_FINETUNE
+    from deep.apps.mae.pipeline import PipelineConfig
+    from deep.apps.mae.scenes import SceneConfig
 
     if name not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
@@ -102,7 +102,9 @@ def preset_config(name: str, **overrides: Any) -> Any:
         warmup_steps=max(1, p["pretrain_steps"] // 15),
         temperature=p.get("temperature", 0.5),
         seeds=tuple(p["seeds"]),
-        finetune=FinetuneConfig(steps=p["finetune_steps"], batch_size=min(64, p["num_train"])),
+        finetune=replace(
+            IMAGE_FINETUNE, steps=p["finetune_steps"], batch_size=min(64, p["num_train"])
+        ),
         dense_finetune=p.get("dense_finetune", True),
         device=p.get("device"),
     )
@@ -110,8 +112,8 @@ def preset_config(name: str, **overrides: Any) -> Any:
 
 def _user_data(args: argparse.Namespace, cfg: Any) -> tuple[Any, Any, Any]:
     """Read ``--data`` / ``--cls-data`` and fit the split sizes to them."""
-    from deep.mae.pipeline import ClassificationData
-    from deep.mae.readers import read_image_folder, read_rgbd_folder
+    from deep.apps.mae.pipeline import ClassificationData
+    from deep.apps.mae.readers import read_image_folder, read_rgbd_folder
 
     scenes = cls = None
     if args.data is not None:
@@ -156,9 +158,9 @@ def _torch_threads(threads: int) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> Report:
-    from deep import report as wc
-    from deep.mae.figures import plot_losses, plot_reconstructions, raw_metrics_table
-    from deep.mae.pipeline import DOWNSTREAM_TASKS, run_pipeline
+    from deep.apps import evaluation as wc
+    from deep.apps.mae.figures import plot_losses, plot_reconstructions, raw_metrics_table
+    from deep.apps.mae.pipeline import DOWNSTREAM_TASKS, run_pipeline
 
     preset = "demo" if args.demo else ("quick" if args.quick else "full")
     if args.seeds is not None and args.seeds < 1:
@@ -258,7 +260,7 @@ def run(args: argparse.Namespace) -> Report:
         )
         + f"; {seconds:.0f} s.\n"
     )
-    headline = {f"{m}_{k}": mm[m].mean[k] for m in mm for k in (summary.avg_key, summary.wg_key)}
+    headline = {f"{m}_{k}": mm[m].mean[k] for m in mm for k in (summary.macro_key, summary.wg_key)}
     headline["tasks"] = list(DOWNSTREAM_TASKS)
     return Report(json_path, (png, losses_png, recon_png), md, headline)
 

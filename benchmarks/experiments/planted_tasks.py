@@ -1,7 +1,7 @@
 """Planted-task language: does minimax pre-training help the worst downstream task when the
 downstream tasks are, by construction, mixtures of the upstream ones? (Non-convex, a BERT.)
 
-A seeded grammar (:mod:`deep.planted.language`) emits sequences whose every token carries
+A seeded grammar (:mod:`deep.apps.planted.language`) emits sequences whose every token carries
 one of 8 categories of designed difficulty (frequent unigram categories, topic-dependent
 "topic" categories, a high-entropy category with floor log 400, and two rare long-range
 agreement categories); upstream task ``c`` is masked-token prediction on category ``c``.
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..common import Experiment, Report, given, save_figure, write_json
+from ..common import Experiment, Report, given, write_json
 
 NAME = "planted-tasks"
 
@@ -73,8 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace) -> tuple[str, Any, list[int], int]:
-    from deep.planted.downstream import FineTuneConfig
-    from deep.planted.experiment import PlantedConfig, derive_seeds
+    from deep.apps.planted.downstream import FinetuneBudgets
+    from deep.apps.planted.experiment import PlantedConfig, derive_seeds
 
     profile = "quick" if args.quick else "full"
     p = PROFILES[profile]
@@ -90,7 +90,7 @@ def build_config(args: argparse.Namespace) -> tuple[str, Any, list[int], int]:
         methods=p["methods"],
         finetune_methods=p["finetune_methods"],
         samples=p["samples"],
-        finetune=FineTuneConfig(budgets=p["budgets"], heldout=p["finetune_heldout"]),
+        finetune=FinetuneBudgets(budgets=p["budgets"], heldout=p["finetune_heldout"]),
         mixtures=p["mixtures"],
         temperatures=p["temperatures"],
         heldout=p["heldout"],
@@ -157,13 +157,11 @@ def verdict(payload: dict[str, Any]) -> str:
 
 
 def figure(payload: dict[str, Any], runs: list[dict[str, Any]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from deep.plotting import new_figure, save_figure
 
     kinds = sorted({r["kind"] for r in payload["downstream"]})
-    fig, axes = plt.subplots(3, 3, figsize=(16, 13))
+    fig = new_figure(figsize=(16, 13))
+    axes = fig.subplots(3, 3)
     colors = {m: f"C{i}" for i, m in enumerate(payload["upstream"])}
     # (1, 2) worst downstream vs budget per method, CI bands, largest samples
     for ax, kind in zip(axes[0, :2], kinds, strict=False):
@@ -315,8 +313,8 @@ def _finished_seeds(folder: Path, seeds: list[int], cfg: Any) -> dict[int, dict[
 
 
 def run(args: argparse.Namespace) -> Report:
-    from deep.planted.experiment import run_seeds, summarize
-    from deep.planted.language import build_grammar, default_spec
+    from deep.apps.planted.experiment import run_seeds, summarize
+    from deep.apps.planted.language import build_grammar, default_spec
 
     profile, cfg, seeds, workers = build_config(args)
     out: Path = args.out

@@ -54,7 +54,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 # Fine-tuning, every profile: the classifier reads the mean of the last hidden states
 # (FinetuneConfig(pooling="mean")), not BERT's pooler on [CLS]: masked-LM pre-training never
 # trains [CLS], and from these short pre-training runs the [CLS] head did not fit even its
-# training set (near-constant predictions on every task; tests/test_downstream_sanity.py).
+# training set (near-constant predictions on every task; tests/test_text_sanity.py).
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -149,10 +149,10 @@ def _parallelism(args: argparse.Namespace) -> tuple[int, int | None]:
 
 def build_config(args: argparse.Namespace) -> tuple[str, Any]:
     """The profile's :class:`ExperimentConfig`, with the command line's overrides."""
-    from deep.downstream import FinetuneConfig
-    from deep.pos_bert.experiment import ExperimentConfig
-    from deep.pos_bert.pipeline import DEFAULT_TASK_SPEC, DataConfig, PretrainConfig
-    from deep.pos_bert.suite import SUITE_TASKS
+    from deep.apps.finetune import FinetuneConfig
+    from deep.apps.pos_bert.experiment import ExperimentConfig
+    from deep.apps.pos_bert.pipeline import DEFAULT_TASK_SPEC, DataConfig, PretrainConfig
+    from deep.apps.pos_bert.suite import SUITE_TASKS
 
     name, p = _profile(args)
     data = DataConfig(
@@ -261,8 +261,12 @@ SCALE_NOTE = (
 
 
 def run(args: argparse.Namespace) -> Report:
-    from deep.pos_bert.experiment import pretraining_figure, pretraining_markdown, run_experiment
-    from deep.report import markdown_table, plot_report
+    from deep.apps.evaluation import markdown_table, plot_report
+    from deep.apps.pos_bert.experiment import (
+        pretraining_figure,
+        pretraining_markdown,
+        run_experiment,
+    )
 
     profile, config = build_config(args)
     out: Path = args.out

@@ -4,11 +4,11 @@
 and ``task-choice.png``. Two families of upstream-task choices:
 
 - POS-Mask BERT with the UPOS tags grouped at three granularities
-  (:data:`deep.pos_bert.tasks.GRANULARITIES`: ``coarse`` 3 tasks, ``default`` 9, ``upos``
+  (:data:`deep.apps.pos_bert.tasks.GRANULARITIES`: ``coarse`` 3 tasks, ``default`` 9, ``upos``
   17); downstream: the four built-in suite tasks (probe score: MCC for acceptability,
   accuracy for the others);
 - the multi-modal MAE with the modality tasks ``rgb+depth``, ``rgb+semantic`` and all
-  three (the left-out modality is never input nor target: :mod:`deep.mae.tasks`);
+  three (the left-out modality is never input nor target: :mod:`deep.apps.mae.tasks`);
   downstream from RGB only: classification, segmentation, depth, scored as the relative
   error reduction ``1 - e / ebar_scratch`` (as the ``mae`` experiment does; ``e`` = 1 - acc,
   1 - patch accuracy, RMSE).
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ..common import Experiment, Report, save_figure, write_json
+from ..common import Experiment, Report, write_json
 
 NAME = "task-choice"
 METHODS = ("minimax", "average")
@@ -120,8 +120,8 @@ def pos_family(profile: dict[str, Any], threads: int = 1) -> dict[str, Any]:
     """Every granularity x method x seed: probe scores, and the diagnostic's fits."""
     import torch
 
-    from deep.pos_bert.suite import build_suite
-    from deep.pos_bert.tasks import GRANULARITIES
+    from deep.apps.pos_bert.suite import build_suite
+    from deep.apps.pos_bert.tasks import GRANULARITIES
 
     from .task_fit import (
         encode_text_task,
@@ -199,7 +199,7 @@ def mae_family(profile: dict[str, Any], threads: int = 1) -> dict[str, Any]:
     """Every modality subset x method x seed: normalised probe scores and the fits."""
     import torch
 
-    from deep.mae.pipeline import heldout_losses
+    from deep.apps.mae.pipeline import heldout_losses
 
     from .task_fit import mae_pretrain, mae_setup, mae_template, perturbation_points, scene_probes
 
@@ -238,7 +238,7 @@ def mae_family(profile: dict[str, Any], threads: int = 1) -> dict[str, Any]:
     ebar = {k: float(np.mean(v)) for k, v in scratch.items()}
     upstream_all = np.array(upstream_rows)
     downstream = {k: np.array(v) for k, v in losses.items()}
-    from deep.mae.model import MODALITIES
+    from deep.apps.mae.model import MODALITIES
 
     choices = {}
     for s, mods in MAE_SUBSETS.items():
@@ -301,12 +301,10 @@ def _association(families: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _figure(families: dict[str, dict[str, Any]], path: Path) -> Path:
-    import matplotlib
+    from deep.plotting import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    fig = new_figure(figsize=(12, 4.4))
+    axes = fig.subplots(1, 2)
     labels, means, lows, highs, colors = [], [], [], [], []
     for i, (fam, f) in enumerate(families.items()):
         for name, c in f["choices"].items():

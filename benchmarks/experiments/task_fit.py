@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from ..common import Experiment, Report, save_figure, write_json
+from ..common import Experiment, Report, write_json
 
 NAME = "task-fit"
 SIGMAS = (0.02, 0.05, 0.1, 0.2)
@@ -176,7 +176,7 @@ class EncodedTextTask:
 
 
 def encode_text_task(task: Any, tokenizer: Any, max_len: int) -> EncodedTextTask:
-    """Tokenise a :class:`deep.downstream.TextTask` (pairs as pairs) for probing."""
+    """Tokenise a :class:`deep.apps.text.TextTask` (pairs as pairs) for probing."""
     if task.num_labels < 2:
         raise ValueError(f"task {task.name}: probing needs a classification task")
 
@@ -207,8 +207,8 @@ def mean_pooled(bert: Any, ids: Any, mask: Any, batch_size: int = 128) -> np.nda
 
 def text_probe(bert: Any, task: EncodedTextTask) -> tuple[float, float]:
     """``(dev cross-entropy, dev score)`` of a logistic probe on ``bert``'s pooled states."""
+    from deep.apps.evaluation import compute_metrics
     from deep.diagnostics import linear_probe
-    from deep.downstream import compute_metrics
 
     xa = mean_pooled(bert, task.train[0], task.train[1])
     xb = mean_pooled(bert, task.dev[0], task.dev[1])
@@ -218,7 +218,7 @@ def text_probe(bert: Any, task: EncodedTextTask) -> tuple[float, float]:
 
 
 def pos_data(profile: dict[str, Any], cache: str | None = None) -> Any:
-    from deep.pos_bert.pipeline import DataConfig, prepare_data
+    from deep.apps.pos_bert.pipeline import DataConfig, prepare_data
 
     return prepare_data(
         DataConfig(
@@ -234,7 +234,7 @@ def pos_data(profile: dict[str, Any], cache: str | None = None) -> Any:
 
 def pos_template(data: Any, size: str, seed: int) -> Any:
     """A fresh :class:`MaskedPositionsMLM` of the data's vocabulary (weights from ``seed``)."""
-    from deep.pos_bert.model import MaskedPositionsMLM, bert_config, make_mlm_model
+    from deep.apps.pos_bert.model import MaskedPositionsMLM, bert_config, make_mlm_model
 
     cfg = bert_config(size, vocab_size=data.vocab_size, max_len=data.train.input_ids.shape[1])
     return MaskedPositionsMLM(make_mlm_model(cfg, seed=seed))
@@ -253,8 +253,8 @@ def pos_pretrain(
     """One POS-Mask BERT pre-training run (the pipeline's recipe) over ``tasks``; with
     ``checkpoint_dir`` a checkpoint every ``profile['every']`` steps, all kept."""
     import deep
-    from deep.pos_bert.masking import MlmBatches
-    from deep.pos_bert.model import mlm_task_loss
+    from deep.apps.pos_bert.masking import MlmBatches
+    from deep.apps.pos_bert.model import mlm_task_loss
     from minimax_core.weights import softmax, uniform
 
     rule = softmax(temperature) if method == "minimax" else uniform()
@@ -288,8 +288,8 @@ def pos_pretrain(
 
 def pos_upstream_by_tag(model: Any, data: Any) -> tuple[np.ndarray, np.ndarray]:
     """Held-out per-UPOS-tag MLM losses and masked-token counts (fixed masks)."""
-    from deep.pos_bert.pipeline import heldout_pos_losses
-    from deep.pos_bert.tasks import GRANULARITIES
+    from deep.apps.pos_bert.pipeline import heldout_pos_losses
+    from deep.apps.pos_bert.tasks import GRANULARITIES
 
     losses, counts = heldout_pos_losses(model, data, GRANULARITIES["upos"], return_counts=True)
     return np.asarray(losses), np.asarray(counts)
@@ -298,9 +298,9 @@ def pos_upstream_by_tag(model: Any, data: Any) -> tuple[np.ndarray, np.ndarray]:
 def _pos_setting(
     profile: dict[str, Any], glue: tuple[str | None, tuple[str, ...]], log: Any
 ) -> dict[str, Any]:
+    from deep.apps.pos_bert.experiment import ExperimentConfig, downstream_tasks
+    from deep.apps.pos_bert.tasks import DEFAULT_TASKS
     from deep.diagnostics import collect_losses, fit_convex_combination
-    from deep.pos_bert.experiment import ExperimentConfig, downstream_tasks
-    from deep.pos_bert.tasks import DEFAULT_TASKS
 
     t0 = time.perf_counter()
     data = pos_data(profile)
@@ -468,11 +468,11 @@ def scene_probes(model: Any, data: SceneProbeData) -> dict[str, tuple[float, flo
 
 def mae_setup(profile: dict[str, Any], data_seed: int = 12345) -> dict[str, Any]:
     """Scenes, their split, the model config, the held-out batch and the probe data."""
-    from deep.mae.masking import random_mask
-    from deep.mae.model import MODALITIES, MAEConfig, Normalisation
-    from deep.mae.pipeline import split_scenes
-    from deep.mae.scenes import SceneConfig, generate_scenes
-    from deep.mae.tasks import MAEBatch
+    from deep.apps.mae.masking import random_mask
+    from deep.apps.mae.model import MODALITIES, MAEConfig, Normalisation
+    from deep.apps.mae.pipeline import split_scenes
+    from deep.apps.mae.scenes import SceneConfig, generate_scenes
+    from deep.apps.mae.tasks import MAEBatch
 
     sizes = (profile["num_pretrain"], profile["num_train"], profile["num_test"])
     scenes = generate_scenes(sum(sizes), SceneConfig(size=profile["image"]), seed=data_seed)
@@ -505,7 +505,7 @@ def mae_setup(profile: dict[str, Any], data_seed: int = 12345) -> dict[str, Any]
 def mae_template(setup: dict[str, Any], seed: int) -> Any:
     import torch
 
-    from deep.mae.model import MultiModalMAE
+    from deep.apps.mae.model import MultiModalMAE
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -524,8 +524,8 @@ def mae_pretrain(
 ) -> Any:
     """One MAE pre-training run over ``modalities`` (default all three) as tasks."""
     import deep
-    from deep.mae.model import MODALITIES
-    from deep.mae.tasks import SceneBatches, check_modalities, subset_task_loss
+    from deep.apps.mae.model import MODALITIES
+    from deep.apps.mae.tasks import SceneBatches, check_modalities, subset_task_loss
     from minimax_core.weights import softmax, uniform
 
     mods = MODALITIES if modalities is None else check_modalities(modalities)
@@ -560,9 +560,9 @@ def mae_pretrain(
 
 
 def _mae_setting(profile: dict[str, Any], log: Any) -> dict[str, Any]:
+    from deep.apps.mae.model import MODALITIES
+    from deep.apps.mae.pipeline import heldout_losses
     from deep.diagnostics import collect_losses, fit_convex_combination
-    from deep.mae.model import MODALITIES
-    from deep.mae.pipeline import heldout_losses
 
     t0 = time.perf_counter()
     setup = mae_setup(profile)
@@ -627,7 +627,7 @@ PLANTED_PROFILES: dict[str, dict[str, Any]] = {
 
 
 def _planted(profile_name: str, log: Any) -> dict[str, Any]:
-    """The planted-task language (:mod:`deep.planted`): upstream task ``i`` is masked-token
+    """The planted-task language (:mod:`deep.apps.planted`): upstream task ``i`` is masked-token
     prediction on category ``i`` (held-out set, fixed masks); downstream task ``j`` is
     masked-token prediction on a corpus sampled with category proportions ``lambda_j``
     (Dirichlet(1) draws), whose loss is ``sum_i lambda_ji L_i`` by construction up to the
@@ -648,21 +648,21 @@ def _planted(profile_name: str, log: Any) -> dict[str, Any]:
     fit must return the masked-token shares; what separates the two fits is the sampling
     noise between held-out sets."""
     import deep
-    from deep.diagnostics import collect_losses, fit_convex_combination
-    from deep.planted.language import (
+    from deep.apps.planted.language import (
         build_grammar,
         category_frequencies,
         default_spec,
         dirichlet_mixtures,
         sample_sequences,
     )
-    from deep.planted.model import (
+    from deep.apps.planted.model import (
         PlantedBatches,
         category_losses,
         make_model,
         masked_set,
         planted_task_loss,
     )
+    from deep.diagnostics import collect_losses, fit_convex_combination
     from minimax_core.weights import softmax, uniform
 
     profile = PLANTED_PROFILES[profile_name]
@@ -790,12 +790,10 @@ def _planted(profile_name: str, log: Any) -> dict[str, Any]:
 
 
 def _figure(settings: dict[str, dict[str, Any]], path: Path) -> Path:
-    import matplotlib
+    from deep.plotting import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(settings), 1, figsize=(10, 3.4 * len(settings)), squeeze=False)
+    fig = new_figure(figsize=(10, 3.4 * len(settings)))
+    axes = fig.subplots(len(settings), 1, squeeze=False)
     for ax, (title, s) in zip(axes[:, 0], settings.items(), strict=True):
         names = s["upstream_names"]
         fits = s["fits"]

@@ -26,7 +26,7 @@ kind            context                                          what a model mu
 Entropy floor. Every row of an emission table is a Zipf distribution of the same size and
 exponent, so ``H(token | context)`` is the same in every context: ``floor_c =
 H(Zipf(support_c, zipf_c))``. The context tokens are never masked, body tokens are
-conditionally independent given them, and :mod:`deep.planted.model` types every mask with
+conditionally independent given them, and :mod:`deep.apps.planted.model` types every mask with
 its category, so the expected masked-token cross-entropy of category ``c`` is ``>=
 floor_c`` for every model, with equality for the true conditional: ``excess_c = L_c -
 floor_c`` is the learnable part of the loss.
@@ -49,7 +49,7 @@ Public API (stable)::
     dirichlet_mixtures(K, count, alpha=1.0, seed=0), vertex(K, i)    # proportions
 
 Per-category masked-token losses of a model (the upstream task losses) are in
-:mod:`deep.planted.model` (:func:`deep.planted.model.category_losses`).
+:mod:`deep.apps.planted.model` (:func:`deep.apps.planted.model.category_losses`).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ __all__ = [
     "zipf_entropy",
 ]
 
-# the special ids of deep.pos_bert's tokenizer (PAD, UNK, CLS, SEP, MASK), so its masking
+# the special ids of deep.apps.pos_bert's tokenizer (PAD, UNK, CLS, SEP, MASK), so its masking
 # and model code apply unchanged
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 1, 2, 3, 4
 NUM_SPECIAL = 5

@@ -46,10 +46,10 @@ import numpy as np
 import torch
 
 import minimax_core as mc
+from deep.pretrain import pretrain
 from minimax_core.weights import WeightRule, excess_loss
 
-from ..pretrain import pretrain
-from .downstream import FineTuneConfig, default_tasks, fine_tune
+from .downstream import FinetuneBudgets, default_tasks, finetune
 from .language import Grammar, LanguageSpec, build_grammar, default_spec, sample_sequences
 from .model import (
     MODEL_SHAPE,
@@ -85,7 +85,7 @@ class PlantedConfig:
     methods: tuple[str, ...] = METHODS
     finetune_methods: tuple[str, ...] = ("minimax", "average", "mlm")
     samples: tuple[int, ...] = (64, 512)
-    finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    finetune: FinetuneBudgets = field(default_factory=FinetuneBudgets)
     mixtures: int = 4
     temperatures: tuple[float, ...] = ()
     heldout: int = 1024
@@ -231,7 +231,7 @@ def run_seed(
         if name in cfg.finetune_methods:
             for t_index, task in enumerate(tasks):
                 for n in cfg.samples:
-                    r = fine_tune(
+                    r = finetune(
                         model,
                         grammar,
                         task,

@@ -4,7 +4,7 @@ A corpus is a tuple of :class:`Document` (a name and its paragraphs). Three sour
 
 - ``"austen"``: Jane Austen's six complete novels (about 720k words; public domain, text as
   packaged by the MIT-licensed R package ``janeaustenr``), shipped with this package
-  already POS-tagged (``deep/pos_bert/data/austen-upos.txt.xz``, 1.5 MB): no tagger, no
+  already POS-tagged (``deep/apps/pos_bert/data/austen-upos.txt.xz``, 1.5 MB): no tagger, no
   download.
 - ``"austen-excerpt"`` (default): their opening chapters, the first whole paragraphs of each
   novel up to 20,000 words (about 120k words), cut from the same shipped file.
@@ -232,7 +232,7 @@ def _fetch_janeaustenr_deb(target: Path) -> Path:
             raise RuntimeError(
                 f"reading janeaustenr needs Debian's '{tool}' to fetch r-cran-janeaustenr; "
                 "the novels are also shipped, already tagged (corpus='austen' or "
-                "'austen-excerpt', deep.pos_bert.corpus.load_austen())"
+                "'austen-excerpt', deep.apps.pos_bert.corpus.load_austen())"
             )
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:

@@ -1,14 +1,14 @@
 """Image downstream tasks from RGB only: classification, semantic segmentation, depth.
 
-Metrics (``pred``/``target`` tensors of any matching shape):
+Metrics (``pred``/``target`` tensors of any matching shape; classification accuracy is
+:func:`deep.apps.evaluation.accuracy`):
 
-- ``accuracy``: ``mean(pred == target)``.
 - ``mean_iou``: ``IoU_c = TP_c / (TP_c + FP_c + FN_c)`` from the confusion matrix over
   labelled pixels (``target >= 0``), averaged over the classes with ``TP + FP + FN > 0``.
 - ``depth_metrics``: over valid pixels (``target > 0``), ``rmse = sqrt(mean (d - d*)^2)``
   in metres and ``delta1 = mean(max(d/d*, d*/d) < 1.25)``.
 
-Training (all from an :class:`~deep.mae.model.RGBBackbone`, every patch visible):
+Training (all from an :class:`~deep.apps.mae.model.RGBBackbone`, every patch visible):
 
 - ``linear_probe``: the backbone is frozen; features ``[global token, mean patch token]``
   are standardised and a multinomial logistic regression with L2 penalty is fitted by
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -33,16 +32,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deep.optim import lr_factor
+
+from ..evaluation import accuracy
+from ..finetune import IMAGE_FINETUNE, FinetuneConfig
 from .model import RGBBackbone, unpatchify
 
 __all__ = [
-    "FinetuneConfig",
-    "accuracy",
     "confusion_matrix",
     "depth_metrics",
+    "evaluate",
     "extract_features",
     "finetune",
-    "linear_probe",
     "mean_iou",
 ]
 
@@ -50,16 +51,6 @@ Kind = Literal["classification", "segmentation", "depth"]
 
 
 # --- metrics -----------------------------------------------------------------------------
-def accuracy(pred: Tensor, target: Tensor) -> float:
-    """Fraction of equal entries."""
-    if pred.shape != target.shape or target.numel() == 0:
-        raise ValueError(
-            f"pred and target must have the same non-empty shape, got "
-            f"{tuple(pred.shape)} and {tuple(target.shape)}"
-        )
-    return float((pred == target).float().mean())
-
-
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     """``C[i, j]`` = pixels of true class ``i`` predicted ``j``; ``target < 0`` is ignored."""
     if pred.shape != target.shape:
@@ -108,7 +99,7 @@ def depth_metrics(pred: Tensor, target: Tensor) -> dict[str, float]:
     }
 
 
-# --- features and probe ------------------------------------------------------------------
+# --- features ----------------------------------------------------------------------------
 def _pool(tokens: Tensor) -> Tensor:
     """``[global token, mean of patch tokens]``: ``(B, 1+P, D) -> (B, 2D)``."""
     return torch.cat([tokens[:, 0], tokens[:, 1:].mean(dim=1)], dim=1)
@@ -129,67 +120,7 @@ def extract_features(
     return torch.cat(out)
 
 
-def linear_probe(
-    train_x: Tensor,
-    train_y: Tensor,
-    test_x: Tensor,
-    test_y: Tensor,
-    num_labels: int,
-    l2: float = 1e-3,
-    max_iter: int = 200,
-) -> float:
-    """Test accuracy of an L2-regularised logistic regression on standardised features.
-
-    Minimises ``mean CE(W x + b, y) + l2 * ||W||^2`` with L-BFGS (deterministic).
-    """
-    if not l2 >= 0:
-        raise ValueError(f"l2 must be >= 0, got {l2!r}")
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-    a, b = (train_x - mean) / std, (test_x - mean) / std
-    w = torch.zeros(a.shape[1], num_labels, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(num_labels, dtype=torch.float64, requires_grad=True)
-    a64, y = a.double(), train_y.long()
-    opt = torch.optim.LBFGS([w, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(a64 @ w + bias, y) + l2 * w.square().sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        pred = (b.double() @ w + bias).argmax(dim=1)
-    return accuracy(pred, test_y.long())
-
-
 # --- fine-tuning -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """AdamW with linear warm-up (5% of ``steps``) and cosine decay to 0.
-
-    ``freeze_backbone``: train the head only, on the frozen backbone's tokens (computed
-    once; a linear probe of the task), instead of fine-tuning everything.
-    """
-
-    steps: int = 200
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    eval_batch_size: int = 256
-    freeze_backbone: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-
-
 class _Model(nn.Module):
     """Backbone + a linear head for one task kind."""
 
@@ -254,7 +185,7 @@ def finetune(
     test_rgb: np.ndarray,
     test_target: np.ndarray,
     outputs: int,
-    config: FinetuneConfig,
+    config: FinetuneConfig = IMAGE_FINETUNE,
     seed: int = 0,
 ) -> dict[str, float]:
     """Fine-tune a copy of ``backbone`` with a new head; return the test metrics.
@@ -282,14 +213,16 @@ def finetune(
     else:
         x_all = torch.as_tensor(train_rgb)
         params = list(model.parameters())
+    steps = config.total_steps(len(train_rgb))
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    warmup = max(1, config.steps // 20)
+    warmup = max(1, int(config.warmup_ratio * steps))
 
     def lr_at(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = (step - warmup) / max(1, config.steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return lr_factor(
+            step, steps=steps, warmup_steps=warmup, lr_schedule="cosine", min_lr_ratio=0.0
+        )
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     rng = np.random.default_rng(seed)
@@ -298,7 +231,7 @@ def finetune(
     order = rng.permutation(n)
     cursor = 0
     model.train(not frozen)
-    for _ in range(config.steps):
+    for _ in range(steps):
         if cursor + bs > n:
             order, cursor = rng.permutation(n), 0
         idx = torch.from_numpy(order[cursor : cursor + bs])

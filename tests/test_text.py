@@ -1,5 +1,5 @@
-"""deep.downstream: metrics against hand-computed values, the GLUE reader on generated
-GLUE-format files, the optional datasets loader, and fine-tuning from a checkpoint."""
+"""deep.apps.text: the GLUE reader on generated GLUE-format files, the optional datasets
+loader, and fine-tuning from a checkpoint."""
 
 from __future__ import annotations
 
@@ -9,65 +9,17 @@ import types
 import numpy as np
 import pytest
 
-from deep.downstream import (
+from deep.apps.finetune import FinetuneConfig
+from deep.apps.text import (
     GLUE_TASKS,
-    FinetuneConfig,
     TextExample,
     TextTask,
-    accuracy,
-    binary_f1,
-    compute_metrics,
-    fine_tune,
+    finetune,
     glue_task_name,
     load_glue_hf,
-    matthews_corrcoef,
-    pearson,
     read_glue_task,
-    spearman,
 )
 from tests.helpers import tiny_bert_checkpoint
-
-# --------------------------------------------------------------------------- metrics
-
-
-def test_accuracy_and_f1_by_hand():
-    assert accuracy([1, 0, 1, 1], [1, 1, 1, 0]) == 0.5
-    # TP = 2, FP = 1, FN = 1: F1 = 4 / 6
-    assert binary_f1([1, 1, 0, 0, 1], [1, 0, 0, 1, 1]) == pytest.approx(4 / 6)
-    assert binary_f1([0, 0], [0, 0]) == 0.0
-
-
-def test_matthews_binary_by_hand():
-    # TP = 2, TN = 1, FP = 1, FN = 1: (2*1 - 1*1) / sqrt(3*3*2*2) = 1/6
-    assert matthews_corrcoef([1, 1, 0, 0, 1], [1, 0, 0, 1, 1]) == pytest.approx(1 / 6)
-    assert matthews_corrcoef([0, 1, 1, 0], [0, 1, 1, 0]) == pytest.approx(1.0)
-    assert matthews_corrcoef([1, 0, 0, 1], [0, 1, 1, 0]) == pytest.approx(-1.0)
-    assert matthews_corrcoef([1, 1, 1, 1], [0, 1, 1, 0]) == 0.0  # constant prediction
-
-
-def test_matthews_multiclass_by_hand():
-    # confusion: each class 1 right, 1 wrong; c = 3, s = 6, t = p = (2, 2, 2):
-    # (3*6 - 12) / sqrt((36 - 12)(36 - 12)) = 6 / 24
-    assert matthews_corrcoef([0, 1, 1, 2, 2, 0], [0, 0, 1, 1, 2, 2]) == pytest.approx(0.25)
-
-
-def test_correlations_by_hand():
-    # dp = (-1, 0, 1), dy = (-7/3, -1/3, 8/3): r = 5 / sqrt(2 * 114/9)
-    assert pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(5 / np.sqrt(2 * 114 / 9))
-    # ranks (1,2,3) vs (1,3,2): rho = 1 - 6 * 2 / (3 * 8) = 0.5
-    assert spearman([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
-    assert pearson([1, 1, 1], [1, 2, 3]) == 0.0
-
-
-def test_metric_input_errors():
-    with pytest.raises(ValueError, match="one shape"):
-        accuracy([1, 0], [1])
-    with pytest.raises(ValueError, match="non-empty"):
-        accuracy([], [])
-    with pytest.raises(ValueError, match="unknown metrics"):
-        compute_metrics(["bleu"], [1], [1])
-    assert compute_metrics(["acc", "mcc"], [1, 0], [1, 0]) == {"acc": 1.0, "mcc": 1.0}
-
 
 # --------------------------------------------------------------------------- GLUE reader
 
@@ -313,12 +265,12 @@ def test_checkpoint_loads_back_with_from_pretrained(checkpoint):
 def test_fine_tuning_learns_a_keyword_task(checkpoint):
     path, tok, _ = checkpoint
     config = FinetuneConfig(epochs=6, batch_size=16, lr=1e-3, max_len=32, device="cpu")
-    res = fine_tune(path, tok, _keyword_task(160, 60), config=config, seed=0)
+    res = finetune(path, tok, _keyword_task(160, 60), config=config, seed=0)
     assert res.steps == 60 and len(res.train_loss) == 60
     assert res.metric == "acc" and res.score == res.metrics["acc"]
     assert res.score >= 0.9, res
     assert res.metrics["mcc"] >= 0.8
-    again = fine_tune(path, tok, _keyword_task(160, 60), config=config, seed=0)
+    again = finetune(path, tok, _keyword_task(160, 60), config=config, seed=0)
     assert again.metrics == res.metrics  # seeded: the same run
 
 
@@ -326,7 +278,7 @@ def test_fine_tuning_regression_and_pairs_run(checkpoint):
     path, tok, _ = checkpoint
     rows = tuple(TextExample("the cat sat", "a dog ran", float(i % 5)) for i in range(20))
     task = TextTask("sts", "pearson", 1, rows, rows, ("pearson", "spearman"))
-    res = fine_tune(path, tok, task, config=FinetuneConfig(max_steps=3, max_len=32), seed=1)
+    res = finetune(path, tok, task, config=FinetuneConfig(steps=3, max_len=32), seed=1)
     assert res.steps == 3 and set(res.metrics) == {"pearson", "spearman"}
     assert all(np.isfinite(v) for v in res.metrics.values())
 
@@ -338,7 +290,7 @@ def test_fine_tuning_regression_and_pairs_run(checkpoint):
         ({"batch_size": 0}, "batch_size"),
         ({"lr": -1.0}, "lr"),
         ({"warmup_ratio": 1.0}, "warmup_ratio"),
-        ({"max_steps": 0}, "max_steps"),
+        ({"steps": 0}, "steps"),
         ({"precision": "fp8"}, "precision"),
     ],
 )

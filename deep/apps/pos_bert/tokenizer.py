@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..io import atomic_path
+from deep.io import atomic_path
+
 from .corpus import cache_dir
 from .tagging import Sentence, TaggedCorpus
 

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-import deep.downstream as downstream
-from deep.downstream import FinetuneConfig, TextExample, TextTask, fine_tune
+import deep.apps.text as downstream
+from deep.apps.finetune import FinetuneConfig
+from deep.apps.text import TextExample, TextTask, finetune
 from tests.helpers import tiny_bert_checkpoint
 
 VOCAB = "the a cat dog sat ran on mat big small red green blue gold yes no".split()
@@ -53,7 +54,7 @@ def _keyword_rows(n: int, seed: int) -> tuple[TextExample, ...]:
 def _train_accuracy(checkpoint, tok, rows, config, num_labels):
     """Fine-tune on ``rows`` and score on the same rows."""
     task = TextTask("fit", "acc", num_labels, rows, rows)
-    return fine_tune(checkpoint, tok, task, config=config, seed=0)
+    return finetune(checkpoint, tok, task, config=config, seed=0)
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
@@ -88,7 +89,7 @@ def test_every_batch_pairs_each_input_with_its_own_label(random_checkpoint, monk
 
     monkeypatch.setattr(downstream, "_collate", spy)
     config = FinetuneConfig(epochs=2, batch_size=16, lr=1e-3, max_len=32)
-    res = fine_tune(path, tok, TextTask("rand", "acc", 3, rows, rows[:20]), config=config, seed=3)
+    res = finetune(path, tok, TextTask("rand", "acc", 3, rows, rows[:20]), config=config, seed=3)
     assert res.steps == 6 and len(seen) == 6
     for decoded, batch_labels in seen:
         assert batch_labels == [label_of[t] for t in decoded]
@@ -113,8 +114,8 @@ def test_the_model_never_sees_labels_and_dev_labels_only_score(random_checkpoint
 
     monkeypatch.setattr(downstream, "_logits", spy)
     config = FinetuneConfig(epochs=2, batch_size=16, lr=1e-3, max_len=32)
-    one = fine_tune(path, tok, TextTask("k", "acc", 2, train2, dev), config=config, seed=0)
-    two = fine_tune(path, tok, TextTask("k", "acc", 2, train2, flipped), config=config, seed=0)
+    one = finetune(path, tok, TextTask("k", "acc", 2, train2, dev), config=config, seed=0)
+    two = finetune(path, tok, TextTask("k", "acc", 2, train2, flipped), config=config, seed=0)
     assert keys == {"input_ids", "token_type_ids", "attention_mask"}
     # the same predictions scored against y and 1 - y: the two accuracies sum to one
     assert one.metrics["acc"] + two.metrics["acc"] == pytest.approx(1.0)
@@ -125,14 +126,14 @@ def test_a_run_depends_on_its_seed_alone_and_leaves_the_caller_rng(random_checkp
     path, tok = random_checkpoint
     rows = _keyword_rows(32, 2)
     task = TextTask("k", "acc", 4, rows, rows)
-    config = FinetuneConfig(max_steps=4, batch_size=8, lr=1e-3, max_len=32)
+    config = FinetuneConfig(steps=4, batch_size=8, lr=1e-3, max_len=32)
     torch.manual_seed(1)
     state = torch.get_rng_state()
-    one = fine_tune(path, tok, task, config=config, seed=7)
+    one = finetune(path, tok, task, config=config, seed=7)
     assert torch.equal(torch.get_rng_state(), state)
     torch.rand(1000)  # another history of the global generator: dropout must not see it
-    two = fine_tune(path, tok, task, config=config, seed=7)
-    other = fine_tune(path, tok, task, config=config, seed=8)
+    two = finetune(path, tok, task, config=config, seed=7)
+    other = finetune(path, tok, task, config=config, seed=8)
     assert one.train_loss == two.train_loss and one.metrics == two.metrics
     assert other.train_loss != one.train_loss
 
@@ -149,7 +150,7 @@ WORDS_PER_NOVEL = 8000  # 48k words of the shipped tagged novels
 
 @pytest.fixture(scope="module")
 def suite_data(tmp_path_factory):
-    from deep.pos_bert.pipeline import DataConfig, prepare_data
+    from deep.apps.pos_bert.pipeline import DataConfig, prepare_data
 
     config = DataConfig(
         words_per_document=WORDS_PER_NOVEL,
@@ -198,7 +199,7 @@ def _softmax_regression(x, y, k, l2):
 
 
 def test_bag_of_words_baseline_learns_the_novel_task_well_above_chance(suite_data):
-    from deep.pos_bert.suite import build_suite
+    from deep.apps.pos_bert.suite import build_suite
 
     (novel,) = build_suite(suite_data.corpus, tasks=("novel",), max_train=2000, max_dev=1000)
     assert novel.num_labels == 6 and len(novel.train) > 1000 and len(novel.dev) > 100
@@ -218,7 +219,7 @@ def test_bag_of_words_baseline_learns_the_novel_task_well_above_chance(suite_dat
 
 
 def test_no_dev_text_of_the_suite_is_a_training_text(suite_data):
-    from deep.pos_bert.suite import build_suite
+    from deep.apps.pos_bert.suite import build_suite
 
     for task in build_suite(suite_data.corpus, max_train=2000, max_dev=1000):
         train = {(e.text_a, e.text_b) for e in task.train}
@@ -233,8 +234,8 @@ def test_profile_recipe_fits_a_training_set_from_a_pretrained_checkpoint(suite_d
     from benchmarks import all_experiments
     from benchmarks.__main__ import build_parser as _parser
     from benchmarks.experiments.pos_bert import build_config
-    from deep.pos_bert.pipeline import PretrainConfig, pretrain_pos_bert
-    from deep.pos_bert.suite import build_suite
+    from deep.apps.pos_bert.pipeline import PretrainConfig, pretrain_pos_bert
+    from deep.apps.pos_bert.suite import build_suite
 
     args = _parser(all_experiments()).parse_args(
         ["run", "pos-bert", "--quick", "--device", "cpu", "--out", str(tmp_path)]

@@ -8,134 +8,47 @@ regression). Sources:
   ``ValueError`` naming the file and line;
 - Hugging Face ``datasets`` where the user has it (imported lazily, never by default):
   :func:`load_glue_hf`;
-- any task built in code (the POS-BERT built-in suite, ``deep.pos_bert.suite``).
+- any task built in code (the POS-BERT built-in suite, ``deep.apps.pos_bert.suite``).
 
-Metrics (GLUE's official ones; :data:`GLUE_TASKS` gives each task's primary metric):
+Metrics: :mod:`deep.apps.evaluation` (GLUE's official ones; :data:`GLUE_TASKS` gives each
+task's primary metric).
 
-- ``acc``: fraction of exact matches;
-- ``f1``: binary F1 of class 1, ``2 TP / (2 TP + FP + FN)`` (0 when there is no positive);
-- ``mcc``: Matthews correlation from the confusion matrix ``C`` (rows true, columns
-  predicted), ``(c s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t))`` with ``c = trace C``,
-  ``s = sum C``, ``t``/``p`` the true/predicted class counts; 0 when a factor is 0
-  (a constant prediction), as scikit-learn does;
-- ``pearson``/``spearman``: correlation of predictions and targets (0 for a constant).
-
-:func:`fine_tune` trains ``BertForSequenceClassification`` from a ``save_pretrained``
-checkpoint (AdamW, linear warm-up and decay) and returns the dev metrics. Its classifier
+:func:`finetune` trains ``BertForSequenceClassification`` from a ``save_pretrained``
+checkpoint with a :class:`~deep.apps.finetune.FinetuneConfig` (AdamW with decay on matrices
+only, linear warm-up and linear decay to 0, bf16 autocast where the device supports it: the
+engine's :mod:`deep.optim` set-up) and returns the dev metrics. Its classifier
 reads BERT's pooler on ``[CLS]`` (``pooling="cls"``, the GLUE recipe) or the mean of the
 last hidden states over the attended tokens (``pooling="mean"``). Use ``"mean"`` for an
 encoder pre-trained briefly by masked LM alone (no sentence-level objective trains
 ``[CLS]``): from such tiny checkpoints the ``[CLS]`` head could not fit 64 training examples
-in 60 steps, where the mean-pooled head fits them all (``tests/test_downstream_sanity.py``).
+in 60 steps, where the mean-pooled head fits them all (``tests/test_text_sanity.py``).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from .evaluation import METRICS, compute_metrics
+from .finetune import FinetuneConfig
+
 __all__ = [
     "GLUE_TASKS",
-    "METRICS",
-    "FinetuneConfig",
     "FinetuneResult",
     "GlueSpec",
     "TextExample",
     "TextTask",
-    "accuracy",
-    "binary_f1",
-    "compute_metrics",
-    "fine_tune",
+    "finetune",
     "glue_task_name",
     "load_glue_hf",
-    "matthews_corrcoef",
-    "pearson",
     "read_glue_task",
-    "spearman",
 ]
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def _pair(preds: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    p, y = np.asarray(preds), np.asarray(labels)
-    if p.shape != y.shape or p.ndim != 1 or p.size == 0:
-        raise ValueError(
-            f"predictions and labels must be non-empty 1-D arrays of one shape, got "
-            f"{p.shape} and {y.shape}"
-        )
-    return p, y
-
-
-def accuracy(preds: Any, labels: Any) -> float:
-    p, y = _pair(preds, labels)
-    return float(np.mean(p == y))
-
-
-def binary_f1(preds: Any, labels: Any) -> float:
-    """F1 of the positive class 1: ``2 TP / (2 TP + FP + FN)``; 0 with no positive at all."""
-    p, y = _pair(preds, labels)
-    tp = float(np.sum((p == 1) & (y == 1)))
-    fp = float(np.sum((p == 1) & (y != 1)))
-    fn = float(np.sum((p != 1) & (y == 1)))
-    denom = 2 * tp + fp + fn
-    return 2 * tp / denom if denom > 0 else 0.0
-
-
-def matthews_corrcoef(preds: Any, labels: Any) -> float:
-    """Matthews correlation (multi-class form of Gorodkin 2004); 0 for a constant prediction."""
-    p, y = _pair(preds, labels)
-    classes, inverse = np.unique(np.concatenate([y, p]), return_inverse=True)
-    k = classes.size
-    yi, pi = inverse[: y.size], inverse[y.size :]
-    confusion = np.zeros((k, k), dtype=np.float64)
-    np.add.at(confusion, (yi, pi), 1.0)
-    t, pc = confusion.sum(axis=1), confusion.sum(axis=0)
-    c, s = np.trace(confusion), confusion.sum()
-    cov_yp = c * s - t @ pc
-    cov_pp = s * s - pc @ pc
-    cov_yy = s * s - t @ t
-    if cov_pp == 0 or cov_yy == 0:
-        return 0.0
-    return float(cov_yp / math.sqrt(cov_pp * cov_yy))
-
-
-def pearson(preds: Any, labels: Any) -> float:
-    p, y = _pair(preds, labels)
-    p, y = p.astype(float), y.astype(float)
-    if np.ptp(p) == 0 or np.ptp(y) == 0:
-        return 0.0
-    return float(np.corrcoef(p, y)[0, 1])
-
-
-def spearman(preds: Any, labels: Any) -> float:
-    from scipy.stats import rankdata
-
-    p, y = _pair(preds, labels)
-    return pearson(rankdata(p.astype(float)), rankdata(y.astype(float)))
-
-
-METRICS: dict[str, Callable[[Any, Any], float]] = {
-    "acc": accuracy,
-    "f1": binary_f1,
-    "mcc": matthews_corrcoef,
-    "pearson": pearson,
-    "spearman": spearman,
-}
-
-
-def compute_metrics(names: Sequence[str], preds: Any, labels: Any) -> dict[str, float]:
-    unknown = [n for n in names if n not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metrics {unknown}; allowed: {sorted(METRICS)}")
-    return {n: METRICS[n](preds, labels) for n in names}
 
 
 # --------------------------------------------------------------------------- tasks
@@ -425,47 +338,6 @@ def load_glue_hf(
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
-    """Fine-tuning hyper-parameters. ``max_steps`` caps the optimiser steps (else
-    ``epochs`` passes over the training set); the learning rate warms up linearly over
-    ``warmup_ratio`` of the steps and decays linearly to 0. ``pooling``: what the
-    classifier reads, ``"cls"`` (BERT's pooler on ``[CLS]``) or ``"mean"`` (the mean of the
-    last hidden states over the attended tokens; the pooler is then unused)."""
-
-    epochs: float = 3.0
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_len: int = 128
-    max_steps: int | None = None
-    eval_batch_size: int = 256
-    device: str | None = None
-    precision: str = "auto"
-    pooling: str = "cls"
-
-    def __post_init__(self) -> None:
-        if self.pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
-        if not self.epochs > 0:
-            raise ValueError(f"epochs must be > 0, got {self.epochs}")
-        for name in ("batch_size", "max_len", "eval_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
-
-
-@dataclass(frozen=True)
 class FinetuneResult:
     """Dev metrics after fine-tuning, the primary one, and what it cost."""
 
@@ -540,34 +412,34 @@ def _predict(model: Any, encoded: list[dict[str, Any]], config: FinetuneConfig, 
     return torch.cat(out).cpu().numpy()
 
 
-def fine_tune(
+_TEXT_FINETUNE = FinetuneConfig()  # the defaults: the text recipe
+
+
+def finetune(
     checkpoint: str | Path,
     tokenizer: Any,
     task: TextTask,
     *,
-    config: FinetuneConfig = FinetuneConfig(),
+    config: FinetuneConfig = _TEXT_FINETUNE,
     seed: int = 0,
 ) -> FinetuneResult:
     """Fine-tune ``BertForSequenceClassification.from_pretrained(checkpoint)`` on
     ``task.train`` and score it on ``task.dev``. ``tokenizer``: a ``transformers`` fast
     tokenizer. The classifier's initialisation, the batch order and the dropout masks
     follow ``seed`` (the caller's torch random state is left as it was)."""
-    import contextlib
-
     import torch
     from transformers import BertForSequenceClassification
     from transformers.utils import logging as hf_logging
 
+    from deep.optim import adamw, autocast_dtype, lr_factor
+    from deep.optim import autocast as autocast_to
+
     regression = task.num_labels == 1
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    use_bf16 = config.precision == "bf16" or (
-        config.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    )
+    dtype = autocast_dtype(config.precision, device)
 
     def autocast() -> Any:
-        if use_bf16:
-            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_to(dtype, device)
 
     start = time.perf_counter()
     verbosity = hf_logging.get_verbosity()
@@ -591,25 +463,14 @@ def fine_tune(
     dev_enc = _encode(tokenizer, task.dev, config.max_len)
     train_labels = np.array([e.label for e in task.train])
     per_epoch = math.ceil(len(train_enc) / config.batch_size)
-    total = max(1, round(config.epochs * per_epoch))
-    if config.max_steps is not None:
-        total = min(total, config.max_steps)
+    total = config.total_steps(len(train_enc))
     warmup = int(config.warmup_ratio * total)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-    )
+    optimizer = adamw(model, lr=config.lr, weight_decay=config.weight_decay, device=device)
 
     def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
+        return lr_factor(
+            step, steps=total, warmup_steps=warmup, lr_schedule="linear", min_lr_ratio=0.0
+        )
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     rng = np.random.default_rng(seed)

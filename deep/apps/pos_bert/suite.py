@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..downstream import TextExample, TextTask
+from ..text import TextExample, TextTask
 from .tagging import UPOS_INDEX, Sentence, TaggedCorpus
 
 __all__ = [

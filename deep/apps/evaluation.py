@@ -1,6 +1,18 @@
-"""Worst-case downstream report: per-task scores over seeds for each pre-training method.
+"""Evaluation: the downstream metrics and the worst-case report over seeds and methods.
 
-Modality-agnostic: it sees only numbers. The input is, for each pre-training method, each
+**Metrics** (GLUE's official ones; numpy, scipy for ``spearman`` only; predictions and labels
+as 1-D arrays, lists or CPU tensors):
+
+- ``acc``: fraction of exact matches;
+- ``f1``: binary F1 of class 1, ``2 TP / (2 TP + FP + FN)`` (0 when there is no positive);
+- ``mcc``: Matthews correlation from the confusion matrix ``C`` (rows true, columns
+  predicted), ``(c s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t))`` with ``c = trace C``,
+  ``s = sum C``, ``t``/``p`` the true/predicted class counts; 0 when a factor is 0
+  (a constant prediction), as scikit-learn does;
+- ``pearson``/``spearman``: correlation of predictions and targets (0 for a constant).
+
+**The worst-case report** (:func:`summarize`): per-task scores over seeds for each
+pre-training method. Modality-agnostic: it sees only numbers. The input is, for each pre-training method, each
 downstream task's score for each seed (seed ``s`` of every task must come from the same
 pre-trained model or the same run, so that a per-seed worst case makes sense)::
 
@@ -11,12 +23,15 @@ pre-trained model or the same run, so that a per-seed worst case makes sense)::
 For method ``m`` with per-seed scores ``s_{t,k}`` (task ``t``, seed ``k``, ``K`` seeds):
 
 - ``{metric}_task:{t}``: ``mean_k s_{t,k}`` (and its sample standard deviation, ``ddof=1``);
-- ``{metric}_avg``: the mean over seeds of ``a_k = mean_t s_{t,k}``;
+- ``{metric}_macro``: the mean over seeds of ``a_k = mean_t s_{t,k}``, the macro average over
+  tasks (every task counts once, whatever its size);
 - ``{metric}_wg``: the mean over seeds of ``w_k = min_t s_{t,k}`` (``max_t`` where lower is
   better), the worst task *of each run*, as WILDS reports worst-group accuracy. It is at most
   the smallest per-task mean, and the task with the smallest mean is ``worst_task``.
 
-Keys follow WILDS (``acc_avg``, ``acc_wg``) with ``task:`` in place of ``group:``. When the
+Keys follow WILDS (``acc_wg``) with ``task:`` in place of ``group:``. WILDS's ``acc_avg`` is
+the accuracy pooled over all examples; the report sees only per-task scores, so it gives the
+macro average under its own name (``_macro``) and no ``_avg`` key. When the
 tasks use different metrics (GLUE: Matthews correlation for CoLA, accuracy for SST-2), each
 task key carries its own metric and the aggregate keys use ``score`` (the GLUE convention
 of averaging each task's own metric). Every metric must point the same way (all higher-is-
@@ -26,7 +41,7 @@ better or all lower-is-better); a worst case over mixed directions is not define
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,12 +49,107 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "METRICS",
     "MethodSummary",
     "WorstCaseReport",
+    "accuracy",
+    "binary_f1",
+    "compute_metrics",
     "markdown_table",
+    "matthews_corrcoef",
+    "pearson",
     "plot_report",
+    "spearman",
     "summarize",
 ]
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _array(values: Any) -> np.ndarray:
+    """``values`` as a numpy array (a torch tensor is detached and copied to the CPU)."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def _pair(preds: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    p, y = _array(preds), _array(labels)
+    if p.shape != y.shape or p.ndim != 1 or p.size == 0:
+        raise ValueError(
+            f"predictions and labels must be non-empty 1-D arrays of one shape, got "
+            f"{p.shape} and {y.shape}"
+        )
+    return p, y
+
+
+def accuracy(preds: Any, labels: Any) -> float:
+    """Fraction of exact matches, ``mean(preds == labels)`` (float64)."""
+    p, y = _pair(preds, labels)
+    return float(np.mean(p == y))
+
+
+def binary_f1(preds: Any, labels: Any) -> float:
+    """F1 of the positive class 1: ``2 TP / (2 TP + FP + FN)``; 0 with no positive at all."""
+    p, y = _pair(preds, labels)
+    tp = float(np.sum((p == 1) & (y == 1)))
+    fp = float(np.sum((p == 1) & (y != 1)))
+    fn = float(np.sum((p != 1) & (y == 1)))
+    denom = 2 * tp + fp + fn
+    return 2 * tp / denom if denom > 0 else 0.0
+
+
+def matthews_corrcoef(preds: Any, labels: Any) -> float:
+    """Matthews correlation (multi-class form of Gorodkin 2004); 0 for a constant prediction."""
+    p, y = _pair(preds, labels)
+    classes, inverse = np.unique(np.concatenate([y, p]), return_inverse=True)
+    k = classes.size
+    yi, pi = inverse[: y.size], inverse[y.size :]
+    confusion = np.zeros((k, k), dtype=np.float64)
+    np.add.at(confusion, (yi, pi), 1.0)
+    t, pc = confusion.sum(axis=1), confusion.sum(axis=0)
+    c, s = np.trace(confusion), confusion.sum()
+    cov_yp = c * s - t @ pc
+    cov_pp = s * s - pc @ pc
+    cov_yy = s * s - t @ t
+    if cov_pp == 0 or cov_yy == 0:
+        return 0.0
+    return float(cov_yp / math.sqrt(cov_pp * cov_yy))
+
+
+def pearson(preds: Any, labels: Any) -> float:
+    p, y = _pair(preds, labels)
+    p, y = p.astype(float), y.astype(float)
+    if np.ptp(p) == 0 or np.ptp(y) == 0:
+        return 0.0
+    return float(np.corrcoef(p, y)[0, 1])
+
+
+def spearman(preds: Any, labels: Any) -> float:
+    from scipy.stats import rankdata
+
+    p, y = _pair(preds, labels)
+    return pearson(rankdata(p.astype(float)), rankdata(y.astype(float)))
+
+
+METRICS: dict[str, Callable[[Any, Any], float]] = {
+    "acc": accuracy,
+    "f1": binary_f1,
+    "mcc": matthews_corrcoef,
+    "pearson": pearson,
+    "spearman": spearman,
+}
+
+
+def compute_metrics(names: Sequence[str], preds: Any, labels: Any) -> dict[str, float]:
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; allowed: {sorted(METRICS)}")
+    return {n: METRICS[n](preds, labels) for n in names}
+
+
+# --------------------------------------------------------------------------- report
 
 
 @dataclass(frozen=True)
@@ -72,8 +182,8 @@ class WorstCaseReport:
         return f"{self.metrics[task]}_task:{task}"
 
     @property
-    def avg_key(self) -> str:
-        return f"{self.summary_metric}_avg"
+    def macro_key(self) -> str:
+        return f"{self.summary_metric}_macro"
 
     @property
     def wg_key(self) -> str:
@@ -203,7 +313,7 @@ def summarize(
         per_seed: dict[str, np.ndarray] = {
             f"{metric_of[t]}_task:{t}": table[i] for i, t in enumerate(tasks)
         }
-        per_seed[f"{summary_metric}_avg"] = table.mean(axis=0)
+        per_seed[f"{summary_metric}_macro"] = table.mean(axis=0)
         per_seed[f"{summary_metric}_wg"] = worst_fn(table, axis=0)
         task_means = table.mean(axis=1)
         worst_index = int(np.argmin(task_means) if higher else np.argmax(task_means))
@@ -226,15 +336,15 @@ def _cell(mean: float, std: float, scale: float, digits: int, bold: bool) -> str
 
 
 def markdown_table(report: WorstCaseReport, *, scale: float = 100.0, digits: int = 1) -> str:
-    """Methods as rows; every task, the average and the worst task (``wg``) as columns.
+    """Methods as rows; every task, the macro average and the worst task (``wg``) as columns.
 
     Cells are ``mean ± std`` over seeds times ``scale`` (100: percentages); the strictly
     best method of each column is bold (no bold on a tie); the last column names each method's task with the
     lowest (highest, when lower is better) mean.
     """
-    keys = [report.task_key(t) for t in report.tasks] + [report.avg_key, report.wg_key]
+    keys = [report.task_key(t) for t in report.tasks] + [report.macro_key, report.wg_key]
     heads = [f"{t} ({report.metrics[t]})" for t in report.tasks]
-    heads += [f"average ({report.summary_metric})", f"worst task ({report.summary_metric})"]
+    heads += [f"macro average ({report.summary_metric})", f"worst task ({report.summary_metric})"]
     best = {k: report.best_method(k) for k in keys}
     lines = [
         "| method | " + " | ".join(heads) + " | lowest-mean task |",
@@ -260,13 +370,16 @@ def plot_report(
     title: str = "downstream scores per pre-training method",
     scale: float = 100.0,
 ) -> Path:
-    """Grouped bar plot: one group per task plus ``average`` and ``worst task``, one bar per
+    """Grouped bar plot: one group per task plus ``macro average`` and ``worst task``, one bar per
     method, error bars one standard deviation over seeds; written atomically to ``path``."""
-    from .plotting import new_figure, save_figure
+    from deep.plotting import new_figure, save_figure
 
-    keys = [report.task_key(t) for t in report.tasks] + [report.avg_key, report.wg_key]
+    keys = [report.task_key(t) for t in report.tasks] + [report.macro_key, report.wg_key]
     labels = [f"{t}\n({report.metrics[t]})" for t in report.tasks]
-    labels += [f"average\n({report.summary_metric})", f"worst task\n({report.summary_metric})"]
+    labels += [
+        f"macro average\n({report.summary_metric})",
+        f"worst task\n({report.summary_metric})",
+    ]
     methods = list(report.methods)
     width = 0.8 / len(methods)
     x = np.arange(len(keys), dtype=float)

@@ -10,7 +10,7 @@ core. Any callable with the :class:`Tagger` signature can replace it.
 
 A :class:`TaggedCorpus` is stored as gzip JSON (one row per sentence: document, paragraph,
 the words joined by spaces, one letter per word for its UPOS tag) under the cache directory
-(:func:`deep.pos_bert.corpus.cache_dir`), keyed by the corpus fingerprint and the tagger's
+(:func:`deep.apps.pos_bert.corpus.cache_dir`), keyed by the corpus fingerprint and the tagger's
 name, and written atomically.
 """
 
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from ..io import atomic_path
+from deep.io import atomic_path
+
 from .corpus import (
     AUSTEN_TAGGED,
     Document,
@@ -341,7 +342,7 @@ def load_tagged_text(path: Path) -> tuple[TaggedCorpus, tuple[Document, ...]]:
 
 def load_tagged_austen(words_per_document: int | None = None) -> TaggedCorpus:
     """The shipped tagged novels; with ``words_per_document``, each novel's first whole
-    paragraphs up to that many words (as :func:`~deep.pos_bert.corpus.truncate_documents`
+    paragraphs up to that many words (as :func:`~deep.apps.pos_bert.corpus.truncate_documents`
     cuts the text: the excerpt is ``words_per_document=20_000``)."""
     corpus, documents = _shipped_austen()
     if words_per_document is None:
@@ -362,7 +363,7 @@ def regenerate_tagged_austen(
     tagger: Tagger | None = None,
 ) -> Path:
     """Rebuild the shipped file: the novels of Debian's ``r-cran-janeaustenr``
-    (:func:`~deep.pos_bert.corpus.load_janeaustenr`, ``source`` as there), tagged by
+    (:func:`~deep.apps.pos_bert.corpus.load_janeaustenr`, ``source`` as there), tagged by
     ``tagger`` (default :func:`spacy_tagger`, the official ``en_core_web_sm``)."""
     documents = load_janeaustenr(source)
     corpus = tag_documents(documents, tagger or spacy_tagger())

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..plotting import new_figure, save_figure
+from deep.plotting import new_figure, save_figure
+
 from .model import MODALITIES
 from .pipeline import PipelineResult
 

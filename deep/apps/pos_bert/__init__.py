@@ -21,7 +21,7 @@ Pipeline, each stage a module:
 
 Quick use::
 
-    from deep.pos_bert.pipeline import DataConfig, PretrainConfig, prepare_data, pretrain_pos_bert
+    from deep.apps.pos_bert.pipeline import DataConfig, PretrainConfig, prepare_data, pretrain_pos_bert
     data = prepare_data(DataConfig())                      # shipped, already tagged
     run = pretrain_pos_bert(data, "minimax", PretrainConfig(steps=300), seed=0, out_dir="ckpt")
     run.checkpoint                                         # BertForMaskedLM.from_pretrained(...)

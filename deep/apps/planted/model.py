@@ -1,8 +1,8 @@
 """The planted language's MLM: model, masking, task loss and per-category evaluation.
 
 The model is ``transformers``' ``BertForMaskedLM`` built from a config (no download),
-wrapped by :class:`deep.pos_bert.model.MaskedPositionsMLM` so that the MLM head runs on the
-masked positions only. Masking is :func:`deep.pos_bert.masking.mask_tokens` (30% of the
+wrapped by :class:`deep.apps.pos_bert.model.MaskedPositionsMLM` so that the MLM head runs on the
+masked positions only. Masking is :func:`deep.apps.pos_bert.masking.mask_tokens` (30% of the
 category tokens; the subject, topic and specials never) with every selected token replaced by a
 *typed* mask ``[MASK_c]`` of its category (``mask_prob = 1``). Typed masks: the task is
 "predict the category-``c`` token here", so a category's loss measures how well the model
@@ -99,7 +99,7 @@ def _mask(
 @dataclass(frozen=True, eq=False)
 class MaskedSet:
     """Held-out sequences with fixed masks, in chunks of ``chunk`` rows (each a batch dict of
-    :func:`deep.pos_bert.masking.mask_tokens`, with ``pos_task`` the category)."""
+    :func:`deep.apps.pos_bert.masking.mask_tokens`, with ``pos_task`` the category)."""
 
     batches: tuple[dict[str, torch.Tensor], ...]
     num_categories: int

@@ -17,7 +17,7 @@ Two kinds (lower is better for both):
   about 0.1%: the relation is nearly exact, and 40 fine-tuning steps from any of the
   pre-trained encoders learn it). Reported as the error rate.
 
-Fine-tuning (:func:`fine_tune`): from a pre-trained model, AdamW at a constant learning
+Fine-tuning (:func:`finetune`): from a pre-trained model, AdamW at a constant learning
 rate (so the model after ``k`` steps is what a run with budget ``k`` gives) on ``n``
 labelled sequences in batches of ``min(batch_size, n)``; evaluated on a held-out set at
 every budget of a sorted list (budget 0 is the pre-trained point: for a classifier, its
@@ -40,11 +40,11 @@ from .model import MaskedSet, PlantedBatches, category_losses, masked_set, plant
 
 __all__ = [
     "DownstreamTask",
-    "FineTuneConfig",
-    "FineTuneResult",
+    "FinetuneBudgets",
+    "FinetuneCurve",
     "classification_inputs",
     "default_tasks",
-    "fine_tune",
+    "finetune",
 ]
 
 KINDS = ("mixture", "classification")
@@ -93,7 +93,7 @@ def default_tasks(
 
 
 @dataclass(frozen=True)
-class FineTuneConfig:
+class FinetuneBudgets:
     """Budgets (optimizer steps, sorted, may include 0), learning rate and batch size."""
 
     budgets: tuple[int, ...] = (0, 10, 40)
@@ -144,7 +144,7 @@ class _Classifier(torch.nn.Module):
 
 
 @dataclass(frozen=True)
-class FineTuneResult:
+class FinetuneCurve:
     """``values[b]`` at ``budgets[b]`` (excess loss or error rate); ``floor``: the Bayes
     error of a classification task on its held-out set (0 for mixtures: already excess)."""
 
@@ -170,15 +170,15 @@ def _error_rate(model: _Classifier, tokens: torch.Tensor, labels: torch.Tensor) 
     return wrong / tokens.shape[0]
 
 
-def fine_tune(
+def finetune(
     pretrained: MaskedPositionsMLM,
     grammar: Grammar,
     task: DownstreamTask,
     *,
     samples: int,
-    config: FineTuneConfig,
+    config: FinetuneBudgets,
     seed: int,
-) -> FineTuneResult:
+) -> FinetuneCurve:
     """Fine-tune a copy of ``pretrained`` on ``samples`` sequences of ``task``; the held-out
     metric at every budget of ``config``. ``seed`` fixes the data, masks, head and order."""
     if task.kind not in KINDS:
@@ -234,4 +234,4 @@ def fine_tune(
             opt.zero_grad(set_to_none=True)
             done += 1
         values.append(evaluate())
-    return FineTuneResult(tuple(config.budgets), tuple(values), floor)
+    return FinetuneCurve(tuple(config.budgets), tuple(values), floor)

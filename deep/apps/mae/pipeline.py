@@ -2,7 +2,7 @@
 
 For every seed ``s`` and pre-training method (``minimax``: ``softmax(temperature)`` weights
 over the three modality tasks; ``average``: ``uniform()`` weights), a
-:class:`~deep.mae.model.MultiModalMAE` initialised from seed ``s`` (the same initial
+:class:`~deep.apps.mae.model.MultiModalMAE` initialised from seed ``s`` (the same initial
 weights for both methods) is pre-trained with ``deep.pretrain`` on the same batches and
 masks; then its RGB encoder is evaluated on four downstream tasks from RGB only:
 ``cls_linear`` (linear-probe accuracy), ``cls_finetune`` (fine-tuned accuracy),
@@ -19,7 +19,7 @@ averaged over seeds, the normalised score is the *relative error reduction*
     score_t = 1 - e_t / ebar_t,
 
 0 for the from-scratch model on average, 1 for a perfect model, negative where
-pre-training hurt. The worst case is ``min_t score_t`` for each seed (``deep.report``).
+pre-training hurt. The worst case is ``min_t score_t`` for each seed (``deep.apps.evaluation``).
 """
 
 from __future__ import annotations
@@ -36,8 +36,11 @@ import torch
 
 import deep
 import minimax_core as mc
+from deep.diagnostics import linear_probe
 
-from .downstream import FinetuneConfig, extract_features, finetune, linear_probe
+from ..evaluation import accuracy
+from ..finetune import IMAGE_FINETUNE, FinetuneConfig
+from .downstream import extract_features, finetune
 from .masking import random_mask
 from .model import MODALITIES, MAEConfig, MultiModalMAE, Normalisation, unpatchify
 from .scenes import SceneConfig, Scenes, generate_scenes
@@ -87,7 +90,7 @@ class PipelineConfig:
     mask_alpha: float | None = 1.0
     temperature: float = 0.5
     seeds: tuple[int, ...] = (0, 1, 2)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    finetune: FinetuneConfig = IMAGE_FINETUNE
     dense_finetune: bool = True
     dense_probe_steps: int = 300
     probe_l2: float = 1e-3
@@ -275,13 +278,17 @@ def _downstream(
     fa = extract_features(backbone, cls.train_rgb)
     fb = extract_features(backbone, cls.test_rgb)
     out = {
-        "cls_linear_acc": linear_probe(
-            fa,
-            torch.as_tensor(cls.train_label),
-            fb,
-            torch.as_tensor(cls.test_label),
-            n_labels,
-            l2=cfg.probe_l2,
+        "cls_linear_acc": accuracy(
+            linear_probe(
+                fa,
+                cls.train_label,
+                fb,
+                cls.test_label,
+                num_labels=n_labels,
+                l2=cfg.probe_l2,
+                steps=200,
+            ).predictions,
+            cls.test_label,
         )
     }
     ft = cfg.finetune

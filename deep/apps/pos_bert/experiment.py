@@ -4,7 +4,7 @@ downstream task from every checkpoint, summarise the worst case.
 Seed ``k`` pairs everything: the pre-training of every method starts from the same
 initial weights and sees the same masked batches, and every downstream task is fine-tuned
 with seed ``k`` from that method's seed-``k`` checkpoint, so the per-seed worst task of
-:mod:`deep.report` compares like with like. Used by ``python -m benchmarks run pos-bert``
+:mod:`deep.apps.evaluation` compares like with like. Used by ``python -m benchmarks run pos-bert``
 and by ``gpu/pos_bert_large.py``.
 """
 
@@ -21,8 +21,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..downstream import FinetuneConfig, TextTask, fine_tune, read_glue_task
-from ..report import WorstCaseReport, summarize
+from ..evaluation import WorstCaseReport, summarize
+from ..finetune import FinetuneConfig
+from ..text import TextTask, finetune, read_glue_task
 from .pipeline import (
     METHODS,
     DataConfig,
@@ -49,7 +50,7 @@ class ExperimentConfig:
     (default: a temporary folder, removed at the end). ``workers``: processes for the
     pre-training and fine-tuning runs; ``threads``: torch threads per process (None: leave).
     ``finetune`` defaults to a mean-pooled head: masked-LM pre-training never trains
-    ``[CLS]`` (see :mod:`deep.downstream`)."""
+    ``[CLS]`` (see :mod:`deep.apps.text`)."""
 
     data: DataConfig = field(default_factory=DataConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
@@ -151,7 +152,7 @@ def _finetune_job(checkpoint: str, task_index: int, config: FinetuneConfig, seed
         cache.clear()
         cache[checkpoint] = PreTrainedTokenizerFast.from_pretrained(checkpoint)
     task = _STATE["tasks"][task_index]
-    return fine_tune(checkpoint, cache[checkpoint], task, config=config, seed=seed)
+    return finetune(checkpoint, cache[checkpoint], task, config=config, seed=seed)
 
 
 class _Runner:
@@ -374,7 +375,7 @@ def pretraining_figure(payload: dict[str, Any], path: Path) -> Path:
 
     import matplotlib
 
-    from ..plotting import new_figure, save_figure
+    from deep.plotting import new_figure, save_figure
 
     names = payload["pos_tasks"]
     methods = list(payload["pretraining"])

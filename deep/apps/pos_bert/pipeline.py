@@ -13,7 +13,7 @@ method        tasks and rule                               objective
 ============  ==========================================  =============================
 
 ``L_i`` is the mean MLM cross-entropy over the masked tokens whose word has a tag in POS
-group ``i``. A :class:`~deep.pos_bert.model.PosLossMonitor` records the per-POS training
+group ``i``. A :class:`~deep.apps.pos_bert.model.PosLossMonitor` records the per-POS training
 losses of every method (the ``mlm`` run included), and :func:`heldout_pos_losses` measures
 them on held-out paragraphs with fixed masks.
 """
@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..io import atomic_path
+from deep.io import atomic_path
+
 from .corpus import AUSTEN_EXCERPT_WORDS, cache_dir, load_corpus, truncate_documents
 from .masking import MaskingConfig, MlmBatches
 from .model import (
@@ -48,11 +49,13 @@ from .tokenizer import EncodedCorpus, build_tokenizer, hf_tokenizer, load_tokeni
 __all__ = [
     "METHODS",
     "DataConfig",
+    "MethodSetup",
     "PosBertData",
     "PretrainConfig",
     "PretrainOutcome",
     "heldout_pos_losses",
     "load_bundle",
+    "method_setup",
     "prepare_data",
     "pretrain_pos_bert",
     "save_bundle",
@@ -172,7 +175,7 @@ class PretrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 30
-    schedule: str = "cosine"
+    lr_schedule: str = "cosine"
     temperature: float = 0.5
     task_spec: str = DEFAULT_TASK_SPEC
     log_every: int = 10
@@ -185,17 +188,28 @@ class PretrainConfig:
         return parse_tasks(self.task_spec)
 
 
-def method_setup(method: str, config: PretrainConfig) -> tuple[Any, bool, int, list[str]]:
-    """``(rule, per_pos_task, num_tasks, task_names)`` of a method."""
+class MethodSetup(NamedTuple):
+    """How a pre-training method runs: the weight ``rule``, whether the masked tokens are
+    split into the POS tasks (``per_pos_task``; else one MLM task), the number of tasks and
+    their names."""
+
+    rule: Any
+    per_pos_task: bool
+    num_tasks: int
+    task_names: list[str]
+
+
+def method_setup(method: str, config: PretrainConfig) -> MethodSetup:
+    """The :class:`MethodSetup` of ``method`` (one of :data:`METHODS`)."""
     from minimax_core.weights import softmax, uniform
 
     tasks = config.tasks
     if method == "minimax":
-        return softmax(config.temperature), True, tasks.num_tasks, list(tasks.names)
+        return MethodSetup(softmax(config.temperature), True, tasks.num_tasks, list(tasks.names))
     if method == "average":
-        return uniform(), True, tasks.num_tasks, list(tasks.names)
+        return MethodSetup(uniform(), True, tasks.num_tasks, list(tasks.names))
     if method == "mlm":
-        return uniform(), False, 1, list(single_task().names)
+        return MethodSetup(uniform(), False, 1, list(single_task().names))
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
@@ -272,7 +286,7 @@ def pretrain_pos_bert(
     ``out_dir/METHOD-seedSEED`` (model + tokenizer, ``from_pretrained``-loadable)."""
     import deep
 
-    rule, per_pos, num_tasks, names = method_setup(method, config)
+    setup = method_setup(method, config)
     tasks = config.tasks
     max_len = data.train.input_ids.shape[1]
     mlm = make_mlm_model(
@@ -293,19 +307,19 @@ def pretrain_pos_bert(
     result = deep.pretrain(
         model,
         batches,
-        num_tasks=num_tasks,
-        task_loss=mlm_task_loss(per_pos_task=per_pos, monitor=monitor),
-        rule=rule,
+        num_tasks=setup.num_tasks,
+        task_loss=mlm_task_loss(per_pos_task=setup.per_pos_task, monitor=monitor),
+        rule=setup.rule,
         steps=config.steps,
         lr=config.lr,
         warmup_steps=min(config.warmup_steps, config.steps),
-        lr_schedule=config.schedule,
+        lr_schedule=config.lr_schedule,
         device=config.device,
         precision=config.precision,
         seed=seed,
         log_every=log_every,
         progress=progress,
-        task_names=names,
+        task_names=setup.task_names,
     )
     seconds = time.perf_counter() - start
     trained = result.model
