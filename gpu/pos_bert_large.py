@@ -24,28 +24,14 @@ import argparse
 import json
 import sys
 import time
-import types
 from pathlib import Path
 from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = ROOT / ".cache" / "pos_bert_bundle"
 START = time.perf_counter()
-
-
-def _import_deep() -> Any:
-    """``import deep``; without scipy, load only ``minimax_core.weights`` (all deep needs)."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    try:
-        import scipy  # noqa: F401
-    except ImportError:
-        package = types.ModuleType("minimax_core")
-        package.__path__ = [str(ROOT / "minimax_core")]
-        sys.modules["minimax_core"] = package
-    import deep
-
-    return deep
+if str(ROOT) not in sys.path:  # run as a script from anywhere: deep and benchmarks importable
+    sys.path.insert(0, str(ROOT))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,7 +72,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_bundle(args: argparse.Namespace) -> Path:
-    _import_deep()
     from deep.apps.pos_bert.pipeline import DataConfig, prepare_data, save_bundle
 
     data = prepare_data(DataConfig(corpus=args.corpus, vocab_size=8000, max_len=128))
@@ -158,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.build_bundle:
         build_bundle(args)
         return 0
-    _import_deep()
     import dataclasses
 
     import torch
