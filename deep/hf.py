@@ -148,8 +148,9 @@ def _state_to(state: Any, device: torch.device) -> Any:
 class TaskRobustCallback(TrainerCallback):
     """The weight rule, its state, the per-step sums and the log sums of a Trainer run.
 
-    ``num_tasks``: ``M``; ``rule``: a :mod:`minimax_core.weights` rule (or a wrapper from
-    :mod:`deep.objective`); ``task_names``: ``M`` names for the logs (default ``task0``...);
+    ``num_tasks``: ``M``; ``rule``: a :mod:`minimax_core.weights` rule (possibly wrapped,
+    e.g. ``mc.weights.chain(mc.weights.mix_uniform(0.1), rule)``); ``task_names``: ``M``
+    names for the logs (default ``task0``...);
     ``estimator``: the loss estimate the rule sees (default :func:`minimax_core.weights.ema` with
     ``decay=0``, the micro-batches' means); ``ignore_index``: the task id of items in no task.
     """

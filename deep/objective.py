@@ -20,8 +20,7 @@ The loss estimator (:func:`minimax_core.weights.ema`) and the rule wrappers
 (:func:`~minimax_core.weights.mix_uniform`, :func:`~minimax_core.weights.excess_loss`,
 :func:`~minimax_core.weights.group_size_adjusted`, composed by
 :func:`~minimax_core.weights.chain`) are framework-agnostic and live in
-:mod:`minimax_core.weights`; they are re-exported here for the modules that still import
-them from ``deep.objective``. Nothing here synchronises an accelerator with the host except
+:mod:`minimax_core.weights`, beside the rules they wrap. Nothing here synchronises an accelerator with the host except
 :func:`task_means`'s optional range check.
 """
 
